@@ -1,0 +1,44 @@
+"""Provenance stamps: which profile, code version and date produced a figure, table or checkpoint.
+
+Every number in a table must come from a run the notebook made or loaded with provenance (DEVELOPERS.md);
+the stamp is what makes that checkable.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit(repo: Path = REPO_ROOT) -> str:
+    """Short commit of the working tree, with ``+dirty`` when it has uncommitted changes; "unknown" outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=repo, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+@dataclass(frozen=True)
+class Stamp:
+    profile: str  # preset name the run used
+    fingerprint: str  # Profile.fingerprint() of the resolved preset
+    commit: str  # git commit of the code, "+dirty" if modified
+    date: str  # UTC date and time of the run, ISO 8601
+
+    def line(self) -> str:
+        return f"profile {self.profile} ({self.fingerprint}) · commit {self.commit} · {self.date}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_stamp(profile) -> Stamp:
+    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return Stamp(profile=profile.name, fingerprint=profile.fingerprint(), commit=git_commit(), date=now)
