@@ -9,7 +9,8 @@ def _reproduce(args) -> int:
     from cff_lib.runner import NotebookFailure, reproduce
 
     try:
-        reproduce(args.profile, figures_dir=args.figures_dir, build_dir=args.build_dir, only=args.only)
+        reproduce(args.profile, figures_dir=args.figures_dir, build_dir=args.build_dir, only=args.only,
+                  notebooks_dir=args.notebooks_dir)
     except NotebookFailure as failure:
         print(failure.report, file=sys.stderr)
         return 1
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--figures-dir", default="", help="where figures and tables go (default: figures/)")
     r.add_argument("--build-dir", default="", help="where executed notebooks go (default: build/notebooks/<profile>)")
     r.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes (e.g. 01)")
+    r.add_argument("--notebooks-dir", default="", help="folder of NN_name.ipynb notebooks (default: notebooks/)")
     r.set_defaults(func=_reproduce)
     p = sub.add_parser("profiles", help="list the presets")
     p.set_defaults(func=_profiles)

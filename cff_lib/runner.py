@@ -93,11 +93,11 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, cell_timeout_s:
 
 
 def reproduce(profile_name: str, *, figures_dir: str = "", build_dir: str = "", only: list[str] | None = None,
-              notebooks_dir: Path | None = None, echo=print) -> list[NotebookResult]:
+              notebooks_dir: str | Path | None = None, echo=print) -> list[NotebookResult]:
     """Run every notebook in order on ``profile_name``; stops at the first failure (raising NotebookFailure)."""
     profile = load_profile(profile_name)
     _check_kernel()
-    books = discover_notebooks(notebooks_dir or REPO_ROOT / "notebooks", only)
+    books = discover_notebooks(Path(notebooks_dir) if notebooks_dir else REPO_ROOT / "notebooks", only)
     figs = resolve_figures_dir(figures_dir).resolve()
     build = Path(build_dir) if build_dir else REPO_ROOT / "build" / "notebooks" / profile.name
     stamp = make_stamp(profile)
