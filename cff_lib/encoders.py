@@ -1,0 +1,449 @@
+"""The paper's input encoders as one module: f_T, f_A, f_Age, f_Emo and f_I (Eqs. 1-8).
+
+Paper sections "Input taxonomy and encoding" and "Reference image and DDIM inversion":
+
+- Eq. 1  ``f_T = CLIP_text(T)``                           -> :meth:`MultiModalEncoder.encode_text`, (B, 512)
+- Eq. 2  ``f_A = Wav2Vec2(A)``                            -> :meth:`MultiModalEncoder.encode_audio`, (B, 768)
+- Eq. 4  ``f_Age,num = AgeEmb(Age)``                      -> :class:`NumericAgeEmbedding`, (B, 512)
+- Eq. 5  ``f_Age = α f_Age,Text + (1 - α) f_Age,num``     -> :meth:`MultiModalEncoder.encode_age`
+- Eq. 6  ``f_Emo,Audio = EmoRec(A)``                      -> :class:`cff_lib.audio_encoder.AudioEmotionHead`
+- Eq. 7  ``f_Emo = β f_Emo,Text + (1 - β) f_Emo,Audio``   -> :meth:`MultiModalEncoder.encode_emotion`
+- Eq. 8  ``f_I = CLIP_image(I)``                          -> :meth:`MultiModalEncoder.encode_image`
+
+(Eq. 3, the audio-visual projection ``f_AV = Normalize(W_A f_A + b_A)``, belongs to the fusion module.)
+
+:func:`create_encoders` builds every encoder of one world -- the paper's published models ("pretrained") or
+the same classes at small sizes ("synthetic") -- plus the identity / perceptual / age / emotion networks the
+losses use. The module also holds the plumbing the encoder modules share: :func:`check_images` (the one image
+convention: float ``(B, 3, H, W)`` in [-1, 1]), :class:`Freezable`, safetensors save/load with the
+architecture config in the file's metadata, and the "weights not found" error.
+
+Every 512-d feature produced at the source (CLIP text/image, f_Age,num, f_Emo,Audio) is L2-normalised; the
+mixtures of Eqs. 5 and 7 are kept exactly as written (a convex combination of unit vectors, not renormalised).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cff_lib.atomic import atomic_path
+from cff_lib.coefficients import UnitCoefficient
+from cff_lib.emotions import emotion_index
+
+if TYPE_CHECKING:  # heavy imports only when a factory runs
+    from cff_lib.arcface import ArcFace
+    from cff_lib.audio_encoder import AudioEmotionHead, AudioEncoder
+    from cff_lib.clip_encoder import ClipEncoder
+    from cff_lib.estimators import AgeEstimator, EmotionEstimator
+    from cff_lib.vgg_perceptual import PerceptualVGG
+
+BACKENDS = ("pretrained", "synthetic")
+AGE_MIN, AGE_MAX = 16.0, 99.0  # min-max scaling range of numeric ages (the synthetic world's range)
+AGE_LIMITS = (0.0, 120.0)  # ages outside this are rejected as input errors
+RANGE_TOLERANCE = 1e-3  # images may exceed [-1, 1] by this much (DDPM outputs are clamped, not exact)
+
+
+# ------------------------------------------------------------------------------------------ shared plumbing
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} must be one of {BACKENDS}")
+    return backend
+
+
+def check_images(images: Any, *, argument: str = "images", size: int | None = None) -> torch.Tensor:
+    """Validate the project's image convention: float ``(B, 3, H, W)``, square, values in [-1, 1].
+
+    ``size``: if given, H and W must equal it. Raises ``ValueError`` naming ``argument``.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{argument} must be a torch.Tensor (B, 3, H, W) in [-1, 1], "
+                         f"got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"{argument} must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    b, c, h, w = images.shape
+    if b == 0:
+        raise ValueError(f"{argument} is an empty batch (B=0)")
+    if c != 3:
+        raise ValueError(f"{argument} must have 3 (RGB) channels, got {c} in shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"{argument} must be a float tensor in [-1, 1], got dtype {images.dtype}")
+    if h != w:
+        raise ValueError(f"{argument} must be square, got H={h}, W={w}")
+    if size is not None and h != size:
+        raise ValueError(f"{argument} must be {size}x{size}, got {h}x{w}")
+    with torch.no_grad():
+        if not torch.isfinite(images).all():
+            raise ValueError(f"{argument} contains NaN or inf")
+        lo, hi = float(images.min()), float(images.max())
+    if lo < -1.0 - RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
+        raise ValueError(f"{argument} must lie in [-1, 1] (the DDPM range), "
+                         f"got values in [{lo:.4g}, {hi:.4g}]")
+    return images
+
+
+def check_feature(x: Any, *, argument: str, dim: int) -> torch.Tensor:
+    """Validate a float ``(B, dim)`` feature batch; ``ValueError`` naming ``argument`` otherwise."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != dim or x.shape[0] == 0:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{argument} must be a float tensor of shape (B, {dim}) with B >= 1, got {shape}")
+    if not x.is_floating_point() or not torch.isfinite(x).all():
+        raise ValueError(f"{argument} must be finite floats")
+    return x
+
+
+def check_prompts(prompts: Any, *, argument: str = "prompts") -> list[str]:
+    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+        raise ValueError(f"{argument} must be a list of strings, got {type(prompts).__name__}")
+    if len(prompts) == 0:
+        raise ValueError(f"{argument} is empty")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise ValueError(f"{argument}[{i}] must be a string, got {type(p).__name__}")
+    return list(prompts)
+
+
+def missing_weights(what: str, path: str | os.PathLike | None, how: str) -> FileNotFoundError:
+    """The error every loader raises, fast, when a weights file is absent (nothing is ever downloaded)."""
+    where = f"not found at {str(path)!r}" if path is not None else "not given (path is None)"
+    return FileNotFoundError(f"{what} weights {where}. {how}")
+
+
+def require_file(what: str, path: str | os.PathLike | None, how: str) -> Path:
+    if path is None or not Path(path).is_file():
+        raise missing_weights(what, path, how)
+    return Path(path)
+
+
+class Freezable(nn.Module):
+    """A module that can be frozen: parameters stop requiring grad and it stays in eval mode.
+
+    A frozen module ignores ``.train()`` from a parent, so BatchNorm statistics and dropout of the frozen
+    networks used inside losses never change; gradients still flow through it to its *input*.
+    """
+
+    _frozen: bool = False
+
+    def freeze(self):
+        self._frozen = True
+        self.requires_grad_(False)
+        return self.eval()
+
+    def unfreeze(self):
+        self._frozen = False
+        self.requires_grad_(True)
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def train(self, mode: bool = True):
+        return super().train(mode and not self._frozen)
+
+
+def _config_to_json(config: Any) -> str:
+    return json.dumps(dataclasses.asdict(config), sort_keys=True)
+
+
+def save_safetensors(module: nn.Module, path: str | os.PathLike, config: Any, kind: str) -> Path:
+    """Write ``module.state_dict()`` to ``path`` as safetensors, atomically, with its config in the metadata.
+
+    ``kind`` names the class (checked on load); ``config`` is a frozen dataclass rebuilt on load.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    meta = {"cff_kind": kind, "cff_config": _config_to_json(config)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def read_safetensors(path: str | os.PathLike, kind: str
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """State dict and config dict (None if the file carries none) of a safetensors file written above."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "cff_kind" in meta and meta["cff_kind"] != kind:
+        raise ValueError(f"{path} holds a {meta['cff_kind']!r} checkpoint, expected {kind!r}")
+    config = json.loads(meta["cff_config"]) if "cff_config" in meta else None
+    return load_file(str(path), device="cpu"), config
+
+
+def config_from_dict(cls: type, data: dict[str, Any]):
+    """Rebuild a frozen config dataclass from JSON (lists back to tuples)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"checkpoint config has fields {sorted(unknown)} unknown to {cls.__name__}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+# ---------------------------------------------------------------------------------- Eq. 4: numeric age
+@dataclass(frozen=True)
+class AgeEmbeddingConfig:
+    num_frequencies: int = 16  # K: features sin/cos(ω_k a), ω_k = π 2^(k/2), k < K, of the scaled age a
+    hidden: int = 256  # width of the MLP's hidden layer
+    dim: int = 512  # output size: f_Age,num ∈ R^512
+
+
+class NumericAgeEmbedding(nn.Module):
+    """Eq. 4: a scalar age in years -> f_Age,num ∈ R^512 (L2-normalised).
+
+    The age is min-max scaled with (AGE_MIN, AGE_MAX) = (16, 99) to a ∈ [0, 1] (ages outside extrapolate),
+    expanded into Fourier features [a, sin(ω_k a), cos(ω_k a)] and passed through a 2-layer MLP.
+    """
+
+    def __init__(self, config: AgeEmbeddingConfig = AgeEmbeddingConfig()):
+        super().__init__()
+        self.config = config
+        k = torch.arange(config.num_frequencies, dtype=torch.float32)
+        self.register_buffer("omega", math.pi * 2.0 ** (k / 2), persistent=False)  # (K,)
+        self.mlp = nn.Sequential(
+            nn.Linear(1 + 2 * config.num_frequencies, config.hidden),
+            nn.SiLU(),
+            nn.Linear(config.hidden, config.dim),
+        )
+
+    def forward(self, age: torch.Tensor) -> torch.Tensor:
+        a = ((age.float() - AGE_MIN) / (AGE_MAX - AGE_MIN))[:, None]  # (B, 1)
+        phase = a * self.omega  # (B, K)
+        feats = torch.cat([a, phase.sin(), phase.cos()], dim=1)  # (B, 1 + 2K)
+        return F.normalize(self.mlp(feats), dim=-1)  # (B, 512)
+
+
+def check_age(age: Any, *, argument: str = "age") -> torch.Tensor:
+    if not isinstance(age, torch.Tensor):
+        if isinstance(age, (int, float)):
+            raise ValueError(f"{argument} must be a tensor of shape (B,) in years, got a bare number {age}")
+        raise ValueError(f"{argument} must be a tensor of shape (B,) in years, got {type(age).__name__}")
+    if age.ndim != 1 or age.shape[0] == 0:
+        raise ValueError(f"{argument} must have shape (B,) with B >= 1, got {tuple(age.shape)}")
+    if not torch.isfinite(age.float()).all():
+        raise ValueError(f"{argument} contains NaN or inf")
+    lo, hi = AGE_LIMITS
+    bad = (age < lo) | (age > hi)
+    if bad.any():
+        raise ValueError(f"{argument} must lie in [{lo:g}, {hi:g}] years, got {age[bad].tolist()}")
+    return age
+
+
+# ------------------------------------------------------------------------------------------ Eqs. 1-8 together
+EMOTION_PROMPT = "a photo of a {} face"  # how an emotion category becomes CLIP text (f_Emo,Text)
+
+
+class MultiModalEncoder(nn.Module):
+    """Eqs. 1, 2, 4-8: text, audio, age, emotion and image features for the fusion module.
+
+    Holds the (frozen) CLIP and Wav2Vec2 encoders, the audio emotion recogniser, the numeric age embedding
+    and the trainable mixing coefficients α (Eq. 5) and β (Eq. 7).
+    """
+
+    def __init__(
+        self,
+        clip: ClipEncoder,
+        audio: AudioEncoder,
+        audio_emotion: AudioEmotionHead,
+        age_embedding: NumericAgeEmbedding | None = None,
+        image_size: int | None = None,
+        alpha_init: float = 0.5,
+        beta_init: float = 0.5,
+    ):
+        super().__init__()
+        self.clip = clip
+        self.audio = audio
+        self.audio_emotion = audio_emotion
+        self.age_embedding = age_embedding if age_embedding is not None else NumericAgeEmbedding()
+        self.image_size = image_size  # expected H = W of f_I's input (None: any square size)
+        self.alpha = UnitCoefficient(alpha_init)  # Eq. 5: weight of f_Age,Text
+        self.beta = UnitCoefficient(beta_init)  # Eq. 7: weight of f_Emo,Text
+
+    # Eq. 1
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        return self.clip.encode_text(check_prompts(prompts, argument="prompts"))  # (B, 512)
+
+    # Eq. 2
+    def encode_audio(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        return self.audio(wave, sample_rate=sample_rate)  # (B, 768)
+
+    # Eqs. 4-5
+    def encode_age(self, age: torch.Tensor | None = None,
+                   age_text: Sequence[str] | None = None) -> torch.Tensor:
+        """f_Age (B, 512). With both inputs: α f_Age,Text + (1 - α) f_Age,num; with one: that one alone."""
+        if age is None and age_text is None:
+            raise ValueError("encode_age needs age (B,) in years, age_text (list of B strings), or both")
+        f_num = f_text = None
+        if age is not None:
+            age = check_age(age, argument="age")
+            f_num = self.age_embedding(age.to(self.alpha.raw.device))  # (B, 512)
+        if age_text is not None:
+            f_text = self.clip.encode_text(check_prompts(age_text, argument="age_text"))  # (B, 512)
+        if f_num is None:
+            return f_text
+        if f_text is None:
+            return f_num
+        if f_num.shape[0] != f_text.shape[0]:
+            raise ValueError(f"age has {f_num.shape[0]} entries but age_text has {f_text.shape[0]}")
+        a = self.alpha()
+        return a * f_text + (1 - a) * f_num  # (B, 512)
+
+    # Eqs. 6-7
+    def encode_emotion(
+        self,
+        emotion_text: Sequence[str] | None = None,
+        audio_features: torch.Tensor | None = None,
+        *,
+        emotion: Sequence[str] | None = None,
+    ) -> torch.Tensor:
+        """f_Emo (B, 512) from free text, or category names (``emotion``), and/or f_A (B, 768).
+
+        ``emotion`` names are RAVDESS categories (cff_lib.emotions.EMOTIONS) turned into
+        ``EMOTION_PROMPT``; an unknown name raises ValueError. With text and audio:
+        β f_Emo,Text + (1 - β) f_Emo,Audio; with one of them: that one alone.
+        """
+        if emotion is not None:
+            if emotion_text is not None:
+                raise ValueError("give either emotion_text (free text) or emotion (category names), not both")
+            names = check_prompts(emotion, argument="emotion")
+            for i, name in enumerate(names):
+                emotion_index(name, argument=f"emotion[{i}]")
+            emotion_text = [EMOTION_PROMPT.format(n) for n in names]
+        if emotion_text is None and audio_features is None:
+            raise ValueError("encode_emotion needs emotion_text / emotion, audio_features (B, 768), or both")
+        f_text = f_audio = None
+        if emotion_text is not None:
+            f_text = self.clip.encode_text(check_prompts(emotion_text, argument="emotion_text"))  # (B, 512)
+        if audio_features is not None:
+            check_feature(audio_features, argument="audio_features", dim=768)
+            f_audio = self.audio_emotion(audio_features).feature  # (B, 512)
+        if f_audio is None:
+            return f_text
+        if f_text is None:
+            return f_audio
+        if f_text.shape[0] != f_audio.shape[0]:
+            raise ValueError(f"emotion_text has {f_text.shape[0]} entries but audio_features "
+                             f"{f_audio.shape[0]}")
+        b = self.beta()
+        return b * f_text + (1 - b) * f_audio  # (B, 512)
+
+    # Eq. 8
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        check_images(images, argument="images", size=self.image_size)
+        return self.clip.encode_image(images)  # (B, 512)
+
+
+# ------------------------------------------------------------------------------------------ factory
+PUBLISHED = ("clip", "audio", "arcface", "vgg")  # published models: must be given for "pretrained"
+PROJECT_TRAINED = ("audio_emotion", "age", "emotion", "multimodal")  # trained here; None = fresh init
+WEIGHT_KEYS = PUBLISHED + PROJECT_TRAINED
+PRETRAINED_IMAGE_SIZE = 256  # the paper's reference images are 256x256
+
+
+class EncoderSet(nn.Module):
+    """Every encoder of one world; ``untrained`` names the project-trained parts freshly initialised."""
+
+    def __init__(self, backend: str, multimodal: MultiModalEncoder, arcface: ArcFace, vgg: PerceptualVGG,
+                 age: AgeEstimator, emotion: EmotionEstimator, untrained: tuple[str, ...]):
+        super().__init__()
+        self.backend = backend  # "pretrained" or "synthetic"
+        self.multimodal = multimodal  # Eqs. 1-8
+        self.arcface = arcface  # f_ID (identity loss)
+        self.vgg = vgg  # perceptual loss features (conv3_3, conv4_3)
+        self.age = age  # AgeEst (age consistency loss)
+        self.emotion = emotion  # EmoEst (emotion consistency loss)
+        self.untrained = untrained  # keys of WEIGHT_KEYS built with random weights
+
+
+def save_multimodal_heads(encoder: MultiModalEncoder, path: str | os.PathLike) -> Path:
+    """Save the project-trained part of a MultiModalEncoder (α, β, numeric age embedding) as safetensors."""
+    return save_safetensors(_heads(encoder), path, encoder.age_embedding.config, kind="MultiModalHeads")
+
+
+def _heads(encoder: MultiModalEncoder) -> nn.ModuleDict:
+    return nn.ModuleDict({"age_embedding": encoder.age_embedding, "alpha": encoder.alpha,
+                          "beta": encoder.beta})
+
+
+def load_multimodal_heads(encoder: MultiModalEncoder, path: str | os.PathLike) -> MultiModalEncoder:
+    path = require_file("MultiModalEncoder heads (α, β, age embedding)", path,
+                        "Train them with this project and save with save_multimodal_heads().")
+    state, config = read_safetensors(path, kind="MultiModalHeads")
+    if config is not None and config_from_dict(AgeEmbeddingConfig, config) != encoder.age_embedding.config:
+        encoder.age_embedding = NumericAgeEmbedding(config_from_dict(AgeEmbeddingConfig, config))
+    _heads(encoder).load_state_dict(state, strict=True)
+    return encoder
+
+
+def create_encoders(
+    backend: str,
+    weights: dict[str, str | None] | None = None,
+    *,
+    image_size: int | None = None,
+    frozen: bool = True,
+) -> EncoderSet:
+    """Build every encoder of one world.
+
+    ``weights`` maps WEIGHT_KEYS to file/folder paths (None or absent = not given):
+    clip (open_clip state dict / our safetensors), audio (Wav2Vec2 save_pretrained folder), arcface (.pth or
+    safetensors), vgg (vgg16-397923af.pth or safetensors), audio_emotion / age / emotion (safetensors) and
+    multimodal (α, β, age embedding; safetensors). With ``backend="pretrained"`` the PUBLISHED weights must
+    exist (FileNotFoundError otherwise); project-trained parts left None are freshly initialised and listed
+    in ``EncoderSet.untrained``. ``image_size``: the world's image size (default 256 pretrained, 64
+    synthetic).
+    ``frozen``: freeze the networks the losses use (CLIP, Wav2Vec2, audio emotion head, ArcFace, VGG,
+    estimators); α, β and the age embedding always stay trainable.
+    """
+    from cff_lib.arcface import create_arcface
+    from cff_lib.audio_encoder import create_audio_emotion_head, create_audio_encoder
+    from cff_lib.clip_encoder import create_clip
+    from cff_lib.estimators import create_age_estimator, create_emotion_estimator
+    from cff_lib.vgg_perceptual import create_vgg
+
+    check_backend(backend)
+    weights = dict(weights or {})
+    unknown = set(weights) - set(WEIGHT_KEYS)
+    if unknown:
+        raise ValueError(f"weights has unknown keys {sorted(unknown)}; expected some of {WEIGHT_KEYS}")
+    if image_size is None:
+        image_size = PRETRAINED_IMAGE_SIZE if backend == "pretrained" else 64
+    w = {k: weights.get(k) for k in WEIGHT_KEYS}
+    untrained = tuple(k for k in PROJECT_TRAINED if w[k] is None)
+    # published models first: a missing file fails before anything heavy is built
+    if backend == "pretrained":
+        for key, what in (("clip", "CLIP ViT-B/32"), ("arcface", "ArcFace iresnet50"), ("vgg", "VGG-16")):
+            if w[key] is None or not Path(w[key]).is_file():
+                raise missing_weights(what, w[key],
+                                      f"Set weights[{key!r}]; see cff_lib/{_MODULE_OF[key]}.py.")
+        if w["audio"] is None or not Path(w["audio"]).is_dir():
+            raise missing_weights("Wav2Vec 2.0 base", w["audio"],
+                                  "Set weights['audio']; see cff_lib/audio_encoder.py.")
+
+    clip = create_clip(backend, w["clip"], image_size_synthetic=min(image_size, 64))
+    audio = create_audio_encoder(backend, w["audio"])
+    head = create_audio_emotion_head(w["audio_emotion"])
+    mm = MultiModalEncoder(clip, audio, head, image_size=image_size)
+    if w["multimodal"] is not None:
+        load_multimodal_heads(mm, w["multimodal"])
+    arc = create_arcface(backend, w["arcface"])
+    vgg = create_vgg(backend, w["vgg"])
+    age = create_age_estimator(backend, w["age"], allow_untrained=True)
+    emo = create_emotion_estimator(backend, w["emotion"], allow_untrained=True)
+    if frozen:
+        for m in (clip, audio, head, arc, vgg, age, emo):
+            m.freeze()
+    return EncoderSet(backend, mm, arc, vgg, age, emo, untrained)
+
+
+_MODULE_OF = {"clip": "clip_encoder", "arcface": "arcface", "vgg": "vgg_perceptual"}
