@@ -27,12 +27,11 @@ def _profiles(args) -> int:
 
 
 def _synth(args) -> int:
-    from cff_lib.world import ensure_synthetic_world
-
     from cff_lib.config import load_profile
+    from cff_lib.world import ensure_world
 
-    root = ensure_synthetic_world(load_profile(args.profile), overwrite=args.overwrite)
-    print(f"synthetic world at {root}")
+    root = ensure_world(load_profile(args.profile), overwrite=args.overwrite)
+    print(f"datasets at {root}")
     return 0
 
 
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"cff: error: {err}", file=sys.stderr)
         return 2
 

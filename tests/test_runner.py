@@ -74,3 +74,29 @@ def test_unknown_profile_is_a_clear_cli_error(capsys):
 
     assert cli.main(["reproduce", "--profile", "no_such_profile"]) == 2
     assert "no_such_profile" in capsys.readouterr().err
+
+
+def test_cli_synth_and_manifests_on_a_custom_tiny_profile(tmp_path, capsys):
+    """`cff synth` generates a world, `cff manifests build/verify` round-trips, tampering is reported."""
+    from cff_lib import cli
+
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(f"extends: ci\ndata:\n  root: {tmp_path / 'world'}\n  n_ffhq: 6\n  n_cacd_identities: 3\n"
+                       "  cacd_images_per_identity: 2\n  n_ravdess_actors: 3\n  n_vox_speakers: 3\n"
+                       "  voice_seconds: 0.5\n  n_train: 8\n  n_val: 4\n")
+    import cff_lib.world as world
+    from cff_lib.config import load_profile
+
+    assert cli.main(["synth", "--profile", str(profile)]) == 0
+    folder = world.manifest_dir(load_profile(str(profile)))
+    try:
+        assert cli.main(["manifests", "build", "--profile", str(profile)]) == 0
+        assert cli.main(["manifests", "verify", "--profile", str(profile)]) == 0
+        victim = next((tmp_path / "world" / "ffhq").rglob("*.png"))
+        victim.write_bytes(victim.read_bytes()[:-7])
+        assert cli.main(["manifests", "verify", "--profile", str(profile)]) == 1
+        assert victim.name in capsys.readouterr().out
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
