@@ -131,21 +131,11 @@ class AudioEncoder(Freezable):
 
     def save(self, path: str | os.PathLike) -> Path:
         """``save_pretrained`` into folder ``path`` (config.json + model.safetensors), written atomically."""
-        import shutil
-        import tempfile
+        from cff_lib.atomic import atomic_directory
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with atomic_directory(path) as tmp:
             self.model.save_pretrained(tmp, safe_serialization=True)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        return Path(path)
 
 
 def create_audio_encoder(backend: str, path: str | os.PathLike | None = None) -> AudioEncoder:

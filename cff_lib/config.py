@@ -42,7 +42,7 @@ class DataConfig:
     vox_utterances_per_video: int  # synthetic world: utterances per VoxCeleb video
     n_train: int  # composite training samples (paper: 55,000)
     n_val: int  # composite validation samples (paper: 12,000)
-    mix: dict = field(default_factory=dict)  # batch mixing ratios per dataset (paper: ffhq .5, cacd .3, ravdess .1, voxceleb .1)
+    mix: dict = field(default_factory=dict)  # batch mix per dataset (paper: ffhq .5, cacd .3, ravdess .1, voxceleb .1)
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,8 @@ def _validate(p: Profile, where: str) -> None:
         (p.data.world in ("synthetic", "real"), "data.world must be 'synthetic' or 'real'"),
         (p.model.backend in ("synthetic", "pretrained"), "model.backend must be 'synthetic' or 'pretrained'"),
         (p.model.unet in ("synthetic32", "synthetic64", "paper"), "model.unet must be synthetic32|synthetic64|paper"),
-        (p.model.trainable in ("fusion", "fusion+unet", "adapter"), "model.trainable must be fusion|fusion+unet|adapter"),
+        (p.model.trainable in ("fusion", "fusion+unet", "adapter"),
+         "model.trainable must be fusion|fusion+unet|adapter"),
         (set(p.data.mix) == {"ffhq", "cacd", "ravdess", "voxceleb"}, "data.mix needs ffhq, cacd, ravdess, voxceleb"),
         (abs(sum(p.data.mix.values()) - 1.0) < 1e-9, "data.mix ratios must sum to 1"),
         (1 <= p.ddim.t0 <= 999, "ddim.t0 must lie in [1, 999]"),

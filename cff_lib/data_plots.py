@@ -23,7 +23,7 @@ def sample_grid(root: Path, composite, n: int = 16, size: int = 64):
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, s in zip(axes.flat, rows):
+    for ax, s in zip(axes.flat, rows, strict=False):
         img = load_image(root / s.image, size)  # (3, H, W) in [-1, 1]
         ax.imshow((img.transpose(1, 2, 0) + 1) / 2)
         src = f"{s.source_age:.0f}y {s.source_emotion or ''}".strip() if s.source_age is not None else "?"

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from cff_lib.atomic import atomic_path, atomic_write_text
 from cff_lib.captions import caption_from_attributes
 from cff_lib.emotions import EMOTIONS, emotion_index, valence_arousal
+from cff_lib.manifests import DATASETS, SIDECAR_NAME, VOX_META_NAME
 from cff_lib.naming import (
     STATEMENTS,
     CacdName,
@@ -47,15 +48,9 @@ from cff_lib.naming import (
 from cff_lib.synthetic_faces import MAX_AGE, MIN_AGE, FaceAttributes, Identity, render_face, sample_identity
 from cff_lib.synthetic_voices import SpeakerVoice, speaker_voice, synthesize_voice, write_wav
 
-DATASETS: tuple[str, ...] = ("ffhq", "cacd", "ravdess", "voxceleb")
-"""Dataset folder names under the world root, in writing order."""
-SIDECAR_NAME = "synthetic_attributes.csv"
-"""Ground-truth file at the top of every synthetic dataset folder."""
 SIDECAR_COLUMNS: tuple[str, ...] = ("path", "identity", "gender", "age", "emotion", "intensity", "valence",
                                     "arousal", "caption")
 """Columns of the sidecar, in order."""
-VOX_META_NAME = "vox1_meta.csv"
-"""VoxCeleb1's speaker metadata file (tab-separated) at the top of the voxceleb folder."""
 VOX_META_COLUMNS: tuple[str, ...] = ("VoxCeleb1 ID", "VGGFace1 ID", "Gender", "Nationality", "Set")
 """Columns of ``vox1_meta.csv`` as VoxCeleb1 spells them."""
 VOX_FIRST_SPEAKER = 10001

@@ -10,12 +10,17 @@ changed); otherwise they are built and written. The composite set is written bes
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from cff_lib.composite import CompositeSet, MixedBatchSampler, build_composite, read_composite, write_composite
 from cff_lib.manifests import (
-    DATASETS, Manifest, VerifyReport, build_manifest, manifest_filename, read_manifest, verify_manifest,
+    DATASETS,
+    Manifest,
+    VerifyReport,
+    build_manifest,
+    manifest_filename,
+    read_manifest,
+    verify_manifest,
     write_manifest,
 )
 from cff_lib.provenance import REPO_ROOT
@@ -73,8 +78,6 @@ def build_world_manifests(profile, *, progress: bool = True) -> dict[str, Path]:
     paths = {}
     for name in DATASETS:
         m = build_manifest(name, root / name, seed=profile.train.seed, progress=progress)
-        if profile.data.world == "synthetic":
-            m = replace(m, world="synthetic")
         paths[name] = write_manifest(m, out / manifest_filename(name))
     return paths
 

@@ -58,7 +58,8 @@ def test_invalid_values_are_rejected(tmp_path):
     with pytest.raises(ProfileError, match="t0"):
         load_profile(_write(tmp_path, "extends: ci\nddim:\n  t0: 1200\n"))
     with pytest.raises(ProfileError, match="mix"):
-        load_profile(_write(tmp_path, "extends: ci\ndata:\n  mix: {ffhq: 0.9, cacd: 0.3, ravdess: 0.1, voxceleb: 0.1}\n"))
+        bad_mix = "extends: ci\ndata:\n  mix: {ffhq: 0.9, cacd: 0.3, ravdess: 0.1, voxceleb: 0.1}\n"
+        load_profile(_write(tmp_path, bad_mix))
 
 
 def test_missing_profile_names_it():

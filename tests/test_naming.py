@@ -2,8 +2,17 @@ import pytest
 
 from cff_lib.emotions import EMOTIONS
 from cff_lib.naming import (
-    CacdName, RavdessName, VoxCelebName, format_cacd, format_ffhq, format_ravdess, format_voxceleb,
-    parse_cacd, parse_ffhq, parse_ravdess, parse_voxceleb,
+    CacdName,
+    RavdessName,
+    VoxCelebName,
+    format_cacd,
+    format_ffhq,
+    format_ravdess,
+    format_voxceleb,
+    parse_cacd,
+    parse_ffhq,
+    parse_ravdess,
+    parse_voxceleb,
 )
 
 
