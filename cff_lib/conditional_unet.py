@@ -1,0 +1,294 @@
+"""ε_θ(x_t, t, c) of Eq. (30): a pretrained unconditional UNet plus a zero-initialised input for c.
+
+Paper, "Diffusion process and optimization": the reverse DDIM update uses ε_θ(x_t, t, c), where c is
+the fused multi-modal vector ("Multi-modal fusion"). "Implementation": the backbone is a DDIM model
+pre-trained on faces at 256 × 256; the public checkpoint with that description, and the one
+DiffusionCLIP edits with, is ``google/ddpm-ema-celebahq-256`` (a diffusers ``UNet2DModel``, 113.7 M
+parameters, ``paper_unet_config``).
+
+How c enters. ``UNet2DModel`` already adds a "class embedding" to the timestep embedding before
+every ResNet block (``emb = time_embedding(t) + class_embedding(class_labels)``). We set
+``unet.class_embedding`` to ``nn.Identity()`` and pass a precomputed embedding
+``class_labels = cond_proj(c)``, with ``cond_proj = Linear(cond_dim, time_embed_dim)`` whose weight
+and bias start at zero. So:
+
+- an untrained projection adds exact zeros: the conditional model reproduces the unconditional one
+  bit for bit;
+- ``c=None`` (explicitly unconditional) adds zeros as well, whatever the projection has learned;
+- the projection lives on the wrapper, not inside the UNet: the UNet's state dict and config stay
+  those of the pretrained checkpoint, so ``save_unet`` writes a folder any diffusers user can load
+  as a plain UNet.
+
+We prefer this to a forward hook on ``time_embedding`` (which would need c stashed on the module
+between calls) and to ``class_embedding = cond_proj`` (which would make c mandatory inside the UNet
+and put the projection in the UNet's state dict under a config that does not declare it).
+
+Note: the wrapper replaces ``class_embedding`` on the UNet it is given; afterwards call the wrapper,
+not the UNet (diffusers' pipelines would fail on it with "class_labels should be provided").
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cff_lib.atomic import atomic_directory, atomic_path
+
+PAPER_UNET_ID = "google/ddpm-ema-celebahq-256"
+_PROJ_FILE = "cond_proj.safetensors"
+_UNET_SUBFOLDER = "unet"
+
+_MISSING_WEIGHTS = (  # formatted with path=...
+    "no pretrained UNet at {path!r}. The paper's backbone is 'google/ddpm-ema-celebahq-256' "
+    "(https://huggingface.co/google/ddpm-ema-celebahq-256, ~455 MB). This project never downloads: on a "
+    "machine with internet run `from diffusers import UNet2DModel; UNet2DModel.from_pretrained("
+    "'google/ddpm-ema-celebahq-256').save_pretrained('ddpm-ema-celebahq-256')`, copy that folder here and "
+    "point `unet_path` at it (it is then read with `from_pretrained(path, local_files_only=True)`)."
+)
+
+
+# ----------------------------------------------------------------------------------------------- presets
+def paper_unet_config() -> dict[str, Any]:
+    """``UNet2DModel`` kwargs of ``google/ddpm-ema-celebahq-256`` (its hub ``config.json``).
+
+    113,673,219 parameters ("113.7 M").
+    """
+    return dict(
+        sample_size=256,  # 256 × 256 faces ("Implementation")
+        in_channels=3,  # RGB in [-1, 1]
+        out_channels=3,  # ε prediction
+        center_input_sample=False,  # inputs are already in [-1, 1]
+        time_embedding_type="positional",  # sinusoidal timestep embedding (DDPM)
+        flip_sin_to_cos=False,  # DDPM's [sin, cos] order
+        freq_shift=1,  # DDPM's frequency offset
+        down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),  # attention at 16 × 16
+        up_block_types=("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4,  # attention at 16 × 16
+        block_out_channels=(128, 128, 256, 256, 512, 512),  # 256 → 8 over five downsamplings
+        layers_per_block=2,  # two ResNet blocks per resolution
+        mid_block_scale_factor=1,  # no rescaling of the middle block's residual
+        downsample_padding=0,  # DDPM's asymmetric downsampling pad
+        act_fn="silu",  # swish
+        attention_head_dim=None,  # a single attention head
+        norm_num_groups=32,  # GroupNorm(32)
+        norm_eps=1e-6,  # DDPM's GroupNorm epsilon
+    )
+
+
+def synthetic_unet_config(resolution: int = 32) -> dict[str, Any]:
+    """A ~1.1 M-parameter UNet of the synthetic world (32² → 1,113,955 params; 64² → 1,223,427 params).
+
+    Same building blocks and timestep conventions as ``paper_unet_config`` (so the code path is
+    identical), with one ResNet per level and one attention level at 16 × 16.
+    """
+    if resolution == 32:
+        down = ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D")  # 32 → 16 (attn) → 8
+        up = ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D")
+        channels = (32, 64, 64)
+    elif resolution == 64:
+        down = ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D")  # 64 → 32 → 16 (attn) → 8
+        up = ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D")
+        channels = (32, 32, 64, 64)
+    else:
+        raise ValueError(f"resolution={resolution} must be 32 or 64 (the synthetic world's image sizes)")
+    cfg = paper_unet_config()
+    cfg.update(
+        sample_size=resolution,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=channels,
+        layers_per_block=1,
+    )
+    return cfg
+
+
+def tiny_unet_config(sample_size: int = 16) -> dict[str, Any]:
+    """A ~45 k-parameter UNet for unit tests (16², channels (8, 16), one attention level)."""
+    cfg = paper_unet_config()
+    cfg.update(
+        sample_size=sample_size,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+    )
+    return cfg
+
+
+def paper_scheduler_config() -> dict[str, Any]:
+    """The ``DDPMScheduler`` config shipped with ``google/ddpm-ema-celebahq-256``.
+
+    ``clip_sample`` is the hub's value and only matters to diffusers' own schedulers; ``cff_lib.ddim`` follows
+    Eq. (30) and DiffusionCLIP and never clips the x0 prediction.
+    """
+    return dict(
+        num_train_timesteps=1000,  # K = 1000 ("Reference image and DDIM inversion")
+        beta_start=1e-4,  # β_1 of the linear DDPM schedule
+        beta_end=0.02,  # β_K of the linear DDPM schedule
+        beta_schedule="linear",  # β_t linear in t
+        trained_betas=None,  # no explicit β table
+        variance_type="fixed_small",  # DDPM posterior variance (irrelevant to η = 0 DDIM)
+        clip_sample=True,  # hub value; see the docstring
+    )
+
+
+def alphas_cumprod(schedule: Any = None) -> torch.Tensor:
+    """ᾱ_t, float32 (K,), of a scheduler, a scheduler config (dict) or a tensor; None → the paper's.
+
+    The paper writes α_t for the cumulative product ᾱ_t = Π_{s≤t} (1 − β_s) (Eqs. 9, 30).
+    """
+    if schedule is None:
+        return _paper_alphas_cumprod().clone()
+    if isinstance(schedule, torch.Tensor):
+        a = schedule.detach().to(torch.float32).cpu()
+    elif hasattr(schedule, "alphas_cumprod"):  # a diffusers scheduler instance
+        a = torch.as_tensor(schedule.alphas_cumprod, dtype=torch.float32).cpu()
+    elif isinstance(schedule, dict) or hasattr(schedule, "keys"):  # a (Frozen)dict scheduler config
+        from diffusers import DDPMScheduler
+
+        a = DDPMScheduler.from_config(dict(schedule)).alphas_cumprod.to(torch.float32)
+    else:
+        raise ValueError(
+            f"schedule: cannot read alphas_cumprod from a {type(schedule).__name__}; pass a diffusers "
+            "scheduler, its config dict or a 1-D tensor"
+        )
+    if a.ndim != 1 or a.numel() < 2 or not torch.isfinite(a).all() or (a <= 0).any() or (a > 1).any():
+        raise ValueError(f"schedule: alphas_cumprod must be a 1-D tensor of values in (0, 1], got {tuple(a.shape)}")
+    if (a[1:] > a[:-1]).any():
+        raise ValueError("schedule: alphas_cumprod must be non-increasing in t")
+    return a
+
+
+@functools.lru_cache(maxsize=1)
+def _paper_alphas_cumprod() -> torch.Tensor:
+    return alphas_cumprod(paper_scheduler_config())
+
+
+# ----------------------------------------------------------------------------------------------- model
+class ConditionalUNet(nn.Module):
+    """ε_θ(x_t, t, c): ``unet`` with c added to its timestep embedding through a zero-initialised projection.
+
+    Args:
+        unet: a ``diffusers.UNet2DModel`` without class conditioning (pretrained or fresh).
+        cond_dim: size of the conditioning vector c (the fusion module's output).
+        gradient_checkpointing: recompute UNet activations in the backward pass (less memory, ~30 % slower).
+    """
+
+    def __init__(self, unet: nn.Module, cond_dim: int, gradient_checkpointing: bool = False):
+        super().__init__()
+        from diffusers import UNet2DModel
+
+        if not isinstance(unet, UNet2DModel):
+            raise ValueError(f"unet must be a diffusers UNet2DModel, got {type(unet).__name__}")
+        if getattr(unet, "class_embedding", None) is not None and not isinstance(unet.class_embedding, nn.Identity):
+            raise ValueError("unet already has a class embedding; ConditionalUNet wraps unconditional UNets only")
+        if not isinstance(cond_dim, int) or cond_dim < 1:
+            raise ValueError(f"cond_dim={cond_dim!r} must be a positive int")
+        self.unet = unet
+        # class_labels will carry the precomputed projection of c (see the module docstring)
+        self.unet.class_embedding = nn.Identity()
+        self.cond_dim = cond_dim
+        self.time_embed_dim = unet.config.time_embedding_dim or unet.config.block_out_channels[0] * 4
+        self.cond_proj = nn.Linear(cond_dim, self.time_embed_dim)
+        nn.init.zeros_(self.cond_proj.weight)
+        nn.init.zeros_(self.cond_proj.bias)
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+
+    # conveniences the samplers read
+    @property
+    def sample_size(self) -> int:
+        return self.unet.config.sample_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.unet.config.in_channels
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.unet.enable_gradient_checkpointing()
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | int, c: torch.Tensor | None = None) -> torch.Tensor:
+        """ε prediction (B, C, H, W) for x_t (B, C, H, W) at timestep(s) t; ``c`` (B, cond_dim) or None."""
+        batch = x_t.shape[0]
+        if c is None:
+            cond_emb = x_t.new_zeros(batch, self.time_embed_dim)  # exact no-op on the timestep embedding
+        else:
+            if c.ndim != 2 or c.shape[1] != self.cond_dim or c.shape[0] not in (1, batch):
+                raise ValueError(f"c must have shape ({batch}, {self.cond_dim}), got {tuple(c.shape)}")
+            cond_emb = self.cond_proj(c.to(self.cond_proj.weight.dtype))  # (B, time_embed_dim)
+            cond_emb = cond_emb.expand(batch, -1)
+        return self.unet(x_t, t, class_labels=cond_emb).sample
+
+    # ------------------------------------------------------------------------------------------- I/O
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write ``path/unet/`` (diffusers format, safetensors) and ``path/cond_proj.safetensors``."""
+        path = Path(path)
+        save_unet(self.unet, path / _UNET_SUBFOLDER)
+        meta = {"cond_dim": str(self.cond_dim), "time_embed_dim": str(self.time_embed_dim)}
+        with atomic_path(path / _PROJ_FILE) as tmp:
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in self.cond_proj.state_dict().items()},
+                str(tmp),
+                metadata=meta,
+            )
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, cond_dim: int | None = None, gradient_checkpointing: bool = False
+    ) -> ConditionalUNet:
+        """Load a ``save_pretrained`` folder, or wrap a plain UNet folder (then ``cond_dim`` is needed).
+
+        A plain folder, e.g. the downloaded ``google/ddpm-ema-celebahq-256``, gets a fresh zero projection.
+        """
+        path = Path(path)
+        proj_file = path / _PROJ_FILE
+        if proj_file.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(proj_file), framework="pt") as f:
+                saved_dim = int(f.metadata()["cond_dim"])
+            if cond_dim is not None and cond_dim != saved_dim:
+                raise ValueError(f"cond_dim={cond_dim} disagrees with the saved projection ({saved_dim})")
+            model = cls(load_unet(path / _UNET_SUBFOLDER), saved_dim, gradient_checkpointing)
+            model.cond_proj.load_state_dict(load_file(str(proj_file)))
+            return model
+        if cond_dim is None:
+            raise ValueError(f"cond_dim is required: {str(path)!r} holds a plain UNet without {_PROJ_FILE}")
+        return cls(load_unet(path), cond_dim, gradient_checkpointing)
+
+
+# ----------------------------------------------------------------------------------------------- plain I/O
+def load_unet(path: str | os.PathLike):
+    """A ``UNet2DModel`` from a local ``save_pretrained`` folder; never touches the network.
+
+    Raises ``FileNotFoundError`` naming ``google/ddpm-ema-celebahq-256`` and how to get it when
+    nothing is there.
+    """
+    from diffusers import UNet2DModel
+
+    path_str = os.fspath(path)
+    try:
+        with warnings.catch_warnings():  # diffusers passes a deprecated huggingface_hub argument
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            return UNet2DModel.from_pretrained(path_str, local_files_only=True)
+    except (OSError, ValueError) as err:  # diffusers reports a missing folder / config / weights as OSError
+        raise FileNotFoundError(_MISSING_WEIGHTS.format(path=path_str)) from err
+
+
+def save_unet(unet: nn.Module, path: str | os.PathLike) -> None:
+    """Write a ``UNet2DModel`` (or a ``ConditionalUNet``'s) to ``path`` as a diffusers folder (safetensors).
+
+    Written into a temporary sibling folder and swapped in: an interrupted save keeps the old folder.
+    """
+    if isinstance(unet, ConditionalUNet):
+        unet.save_pretrained(path)
+        return
+    with atomic_directory(path) as tmp:
+        unet.save_pretrained(tmp, safe_serialization=True)  # the config never records the wrapper's Identity

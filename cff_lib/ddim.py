@@ -1,0 +1,326 @@
+"""Deterministic DDIM (η = 0): reference-image inversion (Eq. 9) and conditioned sampling (Eq. 30).
+
+Paper, "Reference image and DDIM inversion", Eq. (9), run forward from the reference image up to
+t0 ∈ [300, 600]:
+
+    x_{t+1} = √ᾱ_{t+1} · f_θ(x_t, t) + √(1 − ᾱ_{t+1}) · ε_θ(x_t, t),
+    f_θ(x_t, t) = (x_t − √(1 − ᾱ_t) · ε_θ(x_t, t)) / √ᾱ_t
+
+and "Diffusion process and optimization", Eq. (30), run backward from x_{t0} (editing) or from
+x_T ~ N(0, I):
+
+    x_{t−1} = √ᾱ_{t−1} · f_θ(x_t, t, c) + √(1 − ᾱ_{t−1}) · ε_θ(x_t, t, c)
+
+(the paper writes α_t for the cumulative ᾱ_t). Both are one move between two noise levels,
+``_ddim_move``.
+
+Step grid. DiffusionCLIP, which the paper extends, uses
+``seq = (linspace(0, 1, n) * t0).astype(int)``: n timesteps from 0 to exactly t0. That is our default,
+``spacing="diffusionclip"``, because the paper's edit starts at a chosen t0 and this grid starts
+there (diffusers' "leading" grid starts at (n − 1)·⌊(t0 + 1)/n⌋ ≤ t0; for a full chain with 50 steps
+that is t = 980, not 999). ``spacing="leading"`` reproduces diffusers' ``DDIMScheduler`` exactly
+(tested against ``DDIMPipeline`` to 1e-5). Whatever the grid τ_0 > … > τ_{n−1} (= 0), sampling makes
+n UNet calls τ_0 → τ_1 → … → τ_{n−1} → clean (ᾱ = 1), and inversion walks the same levels back up,
+also in n calls: clean → τ_{n−1} → … → τ_0, evaluating ε at the source (x_t, t) as Eq. (9) says (the
+clean image is labelled t = τ_{n−1} = 0). DiffusionCLIP instead treats the clean image as x at t = 0
+and inverts in n − 1 calls; our extra first call moves it from ᾱ = 1 to ᾱ_0 = 0.9999, which makes
+inversion the mirror image of sampling (better reconstructions) at the cost of one UNet call.
+
+Why our own loop rather than diffusers' ``DDIMScheduler`` / ``DDIMInverseScheduler``: (1) the
+DiffusionCLIP grid ending at t0 is not one of their spacings; (2) ``DDIMInverseScheduler`` evaluates
+ε at the destination timestep, Eq. (9) at the source; (3) the memory-efficient mode needs the x0
+prediction f_θ of every step as an autograd node; (4) Eq. (30) does not clip f_θ, ``DDIMScheduler``
+does by default. The update is two lines, and the parity test pins it to diffusers'.
+
+Gradients. ``sample``/``invert``/``generate``/``edit`` run under the caller's autograd mode: with
+parameters that require grad, gradients flow through every step ("full" mode, memory grows with the
+number of steps; wrap inference in ``torch.inference_mode()``). ``sample_with_stepwise_grad`` is
+DiffusionCLIP's GPU-efficient mode: a loss on each step's f_θ is backpropagated at once and the
+chain continues from the detached x_{t−1}.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from cff_lib.conditional_unet import alphas_cumprod as _alphas_cumprod
+
+SPACINGS = ("diffusionclip", "leading")
+DEFAULT_SPACING = "diffusionclip"
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """Hyper-parameters of the zero-shot edit (``edit(model, x_ref, c, **asdict(cfg))``)."""
+
+    t0: int = 500  # return step of the inversion: paper t0 ∈ [300, 600]; DiffusionCLIP's faces use 500
+    n_inv_steps: int = 40  # UNet calls of the inversion, Eq. (9) (DiffusionCLIP's n_inv_step)
+    n_gen_steps: int = 40  # UNet calls of the reverse process, Eq. (30) (DiffusionCLIP's n_test_step)
+    spacing: str = DEFAULT_SPACING  # step grid, see ``ddim_timesteps``
+
+    def __post_init__(self):
+        ddim_timesteps(self.t0, self.n_inv_steps, self.spacing)
+        ddim_timesteps(self.t0, self.n_gen_steps, self.spacing)
+
+
+# ----------------------------------------------------------------------------------------------- grid
+def ddim_timesteps(
+    t0: int, n_steps: int, spacing: str = DEFAULT_SPACING, num_train_timesteps: int = 1000
+) -> torch.Tensor:
+    """The n_steps UNet timesteps of a DDIM chain from t0 down to 0, descending (sampling order), int64.
+
+    - ``"diffusionclip"`` (default): ``(linspace(0, 1, n) * t0).astype(int)``, starting exactly at t0
+      (n = 1: the single step [t0]).
+    - ``"leading"``: diffusers' ``DDIMScheduler``: ``arange(n) * ((t0 + 1) // n)``; for t0 = 999 identical to
+      ``set_timesteps(n)`` with ``timestep_spacing="leading"``, ``steps_offset=0``.
+    """
+    if not isinstance(t0, numbers.Integral) or isinstance(t0, bool) or not 1 <= t0 <= num_train_timesteps - 1:
+        raise ValueError(f"t0={t0!r} must be an int in [1, {num_train_timesteps - 1}]")
+    if not isinstance(n_steps, numbers.Integral) or isinstance(n_steps, bool) or not 1 <= n_steps <= t0:
+        raise ValueError(f"n_steps={n_steps!r} must be an int in [1, t0={t0}]")
+    if spacing == "diffusionclip":
+        seq = (np.linspace(0, 1, n_steps) * t0).astype(int) if n_steps > 1 else np.array([t0])
+    elif spacing == "leading":
+        seq = np.arange(n_steps) * ((t0 + 1) // n_steps)
+    else:
+        raise ValueError(f"spacing={spacing!r} must be one of {SPACINGS}")
+    return torch.from_numpy(seq[::-1].copy()).to(torch.int64)
+
+
+class _Level(NamedTuple):
+    """A noise level of the chain: the UNet's timestep label and √ᾱ, √(1 − ᾱ)."""
+
+    t: int
+    sqrt_a: float
+    sqrt_1ma: float
+
+
+def _levels(t0: int, n_steps: int, spacing: str, schedule: Any) -> list[_Level]:
+    """The n + 1 levels τ_0 > … > τ_{n−1} > clean (ᾱ = 1, labelled τ_{n−1}).
+
+    Coefficients are Python floats computed once in float32 (as diffusers), so the loop never syncs.
+    """
+    a = _alphas_cumprod(schedule)  # (K,) float32
+    ts = ddim_timesteps(t0, n_steps, spacing, num_train_timesteps=a.numel())
+    a_t = a[ts]  # (n,) float32
+    sqrt_a, sqrt_1ma = (a_t**0.5).tolist(), ((1 - a_t) ** 0.5).tolist()  # float32 arithmetic, as diffusers
+    levels = [_Level(int(t), sa, s1) for t, sa, s1 in zip(ts.tolist(), sqrt_a, sqrt_1ma, strict=True)]
+    return levels + [_Level(levels[-1].t, 1.0, 0.0)]
+
+
+def _ddim_move(x: torch.Tensor, eps: torch.Tensor, src: _Level, dst: _Level) -> tuple[torch.Tensor, torch.Tensor]:
+    """One deterministic DDIM move src → dst (Eq. 9 upward, Eq. 30 downward); returns (x_dst, f_θ)."""
+    x0_pred = (x - src.sqrt_1ma * eps) / src.sqrt_a  # f_θ(x_t, t): predicted clean image      (B, C, H, W)
+    return dst.sqrt_a * x0_pred + dst.sqrt_1ma * eps, x0_pred
+
+
+# ----------------------------------------------------------------------------------------------- model glue
+def _geometry(model: nn.Module) -> tuple[int | None, int | None]:
+    """(in_channels, sample_size) of a ConditionalUNet or UNet2DModel; None where unknown."""
+    cfg = getattr(model, "config", None)
+    if cfg is None and hasattr(model, "in_channels") and hasattr(model, "sample_size"):  # ConditionalUNet
+        return model.in_channels, model.sample_size
+    return getattr(cfg, "in_channels", None), getattr(cfg, "sample_size", None)
+
+
+def _is_plain_unet(model: nn.Module) -> bool:
+    from diffusers import UNet2DModel
+
+    return isinstance(model, UNet2DModel)
+
+
+def _eps(model: nn.Module, x: torch.Tensor, t: int, c: torch.Tensor | None) -> torch.Tensor:
+    """ε_θ(x_t, t, c) (B, C, H, W); a plain UNet2DModel is accepted when c is None."""
+    tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)  # (B,)
+    if _is_plain_unet(model):
+        return model(x, tt).sample
+    return model(x, tt, c)
+
+
+def _model_param(model: nn.Module) -> torch.Tensor:
+    return next(model.parameters())
+
+
+def _check_image(x: Any, name: str, model: nn.Module, in_range: bool) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor of shape (B, C, H, W), got {x.dtype} {tuple(x.shape)}")
+    channels, size = _geometry(model)
+    hw = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name} has {x.shape[1]} channels, the model expects {channels}")
+    if hw is not None and tuple(x.shape[2:]) != hw:
+        raise ValueError(f"{name} is {tuple(x.shape[2:])} pixels, the model expects {hw}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    if in_range and (x.min() < -1 or x.max() > 1):
+        raise ValueError(f"{name} must lie in [-1, 1] (got [{float(x.min()):.3f}, {float(x.max()):.3f}])")
+
+
+def _check_cond(c: Any, batch: int, model: nn.Module) -> None:
+    if c is None:
+        return
+    if _is_plain_unet(model):
+        raise ValueError("c must be None for an unconditional UNet2DModel; wrap it in ConditionalUNet")
+    if not isinstance(c, torch.Tensor) or c.ndim != 2 or not c.is_floating_point():
+        raise ValueError(f"c must be a float tensor of shape (B, cond_dim), got {getattr(c, 'shape', type(c))}")
+    cond_dim = getattr(model, "cond_dim", c.shape[1])
+    if c.shape[0] not in (1, batch) or c.shape[1] != cond_dim:
+        raise ValueError(f"c must have shape ({batch}, {cond_dim}), got {tuple(c.shape)}")
+    if not torch.isfinite(c).all():
+        raise ValueError("c contains NaN or inf")
+
+
+# ----------------------------------------------------------------------------------------------- samplers
+def invert(
+    model: nn.Module,
+    x0: torch.Tensor,
+    c: torch.Tensor | None = None,
+    t0: int = 500,
+    n_steps: int = 40,
+    *,
+    spacing: str = DEFAULT_SPACING,
+    schedule: Any = None,
+) -> torch.Tensor:
+    """Deterministic DDIM inversion, Eq. (9): clean x0 (B, C, H, W) in [-1, 1] → x_{t0} (B, C, H, W)."""
+    _check_image(x0, "x0", model, in_range=True)
+    _check_cond(c, x0.shape[0], model)
+    levels = _levels(t0, n_steps, spacing, schedule)
+    x = x0
+    for src, dst in zip(levels[:0:-1], levels[-2::-1], strict=True):  # clean → τ_{n−1} → … → τ_0 = t0
+        eps = _eps(model, x, src.t, c)  # 1. ε_θ(x_t, t) at the source level (Eq. 9)
+        x, _ = _ddim_move(x, eps, src, dst)  # 2. x_{t+1} = √ᾱ_{t+1} f_θ(x_t, t) + √(1−ᾱ_{t+1}) ε_θ (Eq. 9)
+    return x
+
+
+def sample(
+    model: nn.Module,
+    x_t: torch.Tensor,
+    c: torch.Tensor | None = None,
+    t0: int = 500,
+    n_steps: int = 40,
+    *,
+    spacing: str = DEFAULT_SPACING,
+    schedule: Any = None,
+) -> torch.Tensor:
+    """Conditioned reverse DDIM, Eq. (30), from x_t (B, C, H, W) at level t0 down to x0 (B, C, H, W)."""
+    _check_image(x_t, "x_t", model, in_range=False)
+    _check_cond(c, x_t.shape[0], model)
+    levels = _levels(t0, n_steps, spacing, schedule)
+    x = x_t
+    for src, dst in zip(levels[:-1], levels[1:], strict=True):  # τ_0 = t0 → τ_1 → … → τ_{n−1} → clean
+        eps = _eps(model, x, src.t, c)  # 1. ε_θ(x_t, t, c)
+        x, _ = _ddim_move(x, eps, src, dst)  # 2. x_{t−1} = √ᾱ_{t−1} f_θ(x_t, t, c) + √(1−ᾱ_{t−1}) ε_θ (Eq. 30)
+    return x
+
+
+def sample_with_stepwise_grad(
+    model: nn.Module,
+    x_t: torch.Tensor,
+    c: torch.Tensor | None,
+    t0: int,
+    n_steps: int,
+    loss_fn: Callable[[torch.Tensor, int], torch.Tensor],
+    *,
+    spacing: str = DEFAULT_SPACING,
+    schedule: Any = None,
+) -> tuple[torch.Tensor, list[float]]:
+    """Eq. (30) with a loss backpropagated at every step; memory independent of ``n_steps``.
+
+    At step k the predicted clean image f_θ (B, C, H, W) goes to ``loss_fn(x0_pred, k)`` (a scalar), whose
+    gradient is accumulated at once into the trainable parameters (``.grad``); the chain then
+    continues from the detached x_{t−1}, so no graph outlives its step (DiffusionCLIP's GPU-efficient
+    fine-tuning). No gradient reaches ``x_t``. If ``c`` requires grad (e.g. it comes from the fusion
+    module), its gradient is summed over the steps and pushed through c's own graph once at the end.
+    Call ``optimizer.step()`` afterwards.
+
+    Returns the final x0 (detached, (B, C, H, W)) and the per-step losses as floats.
+    """
+    _check_image(x_t, "x_t", model, in_range=False)
+    _check_cond(c, x_t.shape[0], model)
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be callable (x0_pred, step_index) -> scalar, got {type(loss_fn).__name__}")
+    levels = _levels(t0, n_steps, spacing, schedule)
+    c_leaf = c.detach().requires_grad_(True) if c is not None and c.requires_grad else c
+    x, losses = x_t.detach(), []
+    for k, (src, dst) in enumerate(zip(levels[:-1], levels[1:], strict=True)):  # τ_0 = t0 → … → clean
+        with torch.enable_grad():
+            eps = _eps(model, x, src.t, c_leaf)  # 1. ε_θ(x_t, t, c)
+            x_next, x0_pred = _ddim_move(x, eps, src, dst)  # 2. Eq. (30), keeping f_θ
+            loss = loss_fn(x0_pred, k)  # 3. loss on the predicted clean image
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise ValueError(f"loss_fn must return a scalar tensor, got {getattr(loss, 'shape', type(loss))}")
+            if loss.requires_grad:
+                loss.backward()  # 4. accumulate this step's gradient, free its graph
+        losses.append(float(loss.detach()))
+        x = x_next.detach()  # 5. continue from the detached x_{t−1}
+    if c_leaf is not c and c_leaf.grad is not None:
+        torch.autograd.backward(c, grad_tensors=c_leaf.grad)  # one pass through c's upstream graph
+    return x, losses
+
+
+def generate(
+    model: nn.Module,
+    c: torch.Tensor | None = None,
+    n_steps: int = 50,
+    shape: tuple[int, int, int, int] | None = None,
+    generator: torch.Generator | None = None,
+    *,
+    spacing: str = DEFAULT_SPACING,
+    schedule: Any = None,
+) -> torch.Tensor:
+    """Text/multi-modal-to-face: x_T ~ N(0, I) (B, C, H, W) through the full chain (t0 = K − 1 = 999) to x0.
+
+    ``shape`` defaults to (B, in_channels, sample_size, sample_size) with B = len(c) (1 without c).
+    The noise is drawn as diffusers' pipelines draw it (``randn_tensor`` with ``generator``), in the
+    model's dtype and on its device.
+    """
+    from diffusers.utils.torch_utils import randn_tensor
+
+    param = _model_param(model)
+    channels, size = _geometry(model)
+    if shape is None:
+        if channels is None or size is None:
+            raise ValueError("shape is required for a model without in_channels/sample_size")
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        shape = (c.shape[0] if isinstance(c, torch.Tensor) else 1, channels, *hw)
+    if len(shape) != 4 or not all(isinstance(s, numbers.Integral) and s > 0 for s in shape):
+        raise ValueError(f"shape={shape!r} must be four positive ints (B, C, H, W)")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    t_max = _alphas_cumprod(schedule).numel() - 1
+    x_T = randn_tensor(tuple(int(s) for s in shape), generator=generator, device=param.device, dtype=param.dtype)
+    return sample(model, x_T, c, t_max, n_steps, spacing=spacing, schedule=schedule)
+
+
+def edit(
+    model: nn.Module,
+    x_ref: torch.Tensor,
+    c: torch.Tensor | None,
+    t0: int = 500,
+    n_inv_steps: int = 40,
+    n_gen_steps: int = 40,
+    *,
+    spacing: str = DEFAULT_SPACING,
+    schedule: Any = None,
+) -> torch.Tensor:
+    """The paper's zero-shot edit: invert x_ref (B, C, H, W) unconditionally to t0 (Eq. 9, c = None, as
+    DiffusionCLIP), then run the reverse process conditioned on c (Eq. 30). No per-image optimisation."""
+    _check_image(x_ref, "x_ref", model, in_range=True)
+    _check_cond(c, x_ref.shape[0], model)
+    top_inv = int(ddim_timesteps(t0, n_inv_steps, spacing)[0])
+    top_gen = int(ddim_timesteps(t0, n_gen_steps, spacing)[0])
+    if top_inv != top_gen:  # only possible with "leading", whose grid need not end at t0
+        raise ValueError(
+            f"n_gen_steps={n_gen_steps}: with spacing={spacing!r} the reverse chain would start at "
+            f"t={top_gen} but the inversion ends at t={top_inv}; use equal step counts"
+        )
+    x_t0 = invert(model, x_ref, None, t0, n_inv_steps, spacing=spacing, schedule=schedule)  # 1. Eq. (9)
+    return sample(model, x_t0, c, t0, n_gen_steps, spacing=spacing, schedule=schedule)  # 2. Eq. (30)

@@ -1,0 +1,317 @@
+"""DDIM inversion (Eq. 9) and reverse sampling (Eq. 30): grid, diffusers parity, reconstruction, gradients."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+from cff_lib import ddim
+from cff_lib.conditional_unet import ConditionalUNet, paper_scheduler_config, tiny_unet_config
+
+diffusers = pytest.importorskip("diffusers")
+UNet2DModel, DDIMPipeline, DDIMScheduler = (
+    diffusers.UNet2DModel,
+    diffusers.DDIMPipeline,
+    diffusers.DDIMScheduler,
+)
+
+COND_DIM = 5
+
+
+def _unet(seed: int = 0):
+    torch.manual_seed(seed)
+    return UNet2DModel(**tiny_unet_config()).eval()
+
+
+def _blob(batch: int = 2) -> torch.Tensor:
+    """A smooth image in [-1, 1]: a gaussian blob (and its negative), (B, 3, 16, 16)."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
+    img = (1.6 * torch.exp(-(xx**2 + yy**2) / 0.3) - 0.8).expand(batch, 3, 16, 16).clone()
+    img[1::2] *= -1
+    return img
+
+
+def _cond(batch: int = 2, seed: int = 4) -> torch.Tensor:
+    return torch.randn(batch, COND_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------------------------- grid
+def test_diffusionclip_grid_is_diffusionclips_formula():
+    for t0, n in [(500, 40), (300, 7), (999, 50), (600, 600), (2, 2)]:
+        seq = ddim.ddim_timesteps(t0, n)
+        assert seq.dtype == torch.int64 and seq.shape == (n,)
+        assert seq.tolist() == (np.linspace(0, 1, n) * t0).astype(int)[::-1].tolist()
+        assert seq[0] == t0 and seq[-1] == 0 and (seq[:-1] > seq[1:]).all()
+    assert ddim.ddim_timesteps(500, 1).tolist() == [500]
+
+
+def test_leading_grid_matches_diffusers_ddim_scheduler():
+    sched = DDIMScheduler.from_config(paper_scheduler_config())
+    for n in (1, 10, 50, 333, 999):
+        sched.set_timesteps(n)
+        assert torch.equal(ddim.ddim_timesteps(999, n, "leading"), sched.timesteps)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(t0=0, n_steps=1), "t0"),
+        (dict(t0=1000, n_steps=5), "t0"),
+        (dict(t0=500.0, n_steps=5), "t0"),
+        (dict(t0=500, n_steps=0), "n_steps"),
+        (dict(t0=500, n_steps=501), "n_steps"),
+        (dict(t0=500, n_steps=True), "n_steps"),
+        (dict(t0=500, n_steps=5, spacing="trailing"), "spacing"),
+    ],
+)
+def test_bad_grid_arguments_raise(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        ddim.ddim_timesteps(**kwargs)
+
+
+def test_edit_config_validates():
+    cfg = ddim.EditConfig()
+    assert (cfg.t0, cfg.n_inv_steps, cfg.n_gen_steps, cfg.spacing) == (500, 40, 40, "diffusionclip")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.t0 = 3
+    with pytest.raises(ValueError, match="t0"):
+        ddim.EditConfig(t0=1000)
+
+
+# ----------------------------------------------------------------------------------------------- parity
+def _pipeline_reference(unet, n_steps: int, seed: int, batch: int):
+    """diffusers' DDIMPipeline (η = 0, no clipping) and the same loop unclamped, with the pipeline's noise."""
+    sched = DDIMScheduler.from_config(paper_scheduler_config(), clip_sample=False)  # Eq. (30) does not clip
+    pipe = DDIMPipeline(unet=copy.deepcopy(unet), scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(
+        batch_size=batch,
+        generator=torch.Generator().manual_seed(seed),
+        eta=0.0,
+        num_inference_steps=n_steps,
+        output_type="pt",
+    ).images  # (x0 / 2 + 0.5).clamp(0, 1)
+    x = torch.randn(batch, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+    for t in pipe.scheduler.timesteps:
+        x = pipe.scheduler.step(pipe.unet(x, t).sample, t, x, eta=0.0).prev_sample
+    return images, x
+
+
+@pytest.mark.parametrize("n_steps", [10, 25])
+def test_generate_matches_diffusers_ddim_pipeline(n_steps):
+    unet = _unet()
+    with torch.no_grad():
+        images, x0_ref = _pipeline_reference(unet, n_steps, seed=3, batch=2)
+        plain = ddim.generate(unet, None, n_steps, (2, 3, 16, 16), torch.Generator().manual_seed(3), spacing="leading")
+        model = ConditionalUNet(copy.deepcopy(unet), COND_DIM)  # untrained (zero) projection
+        uncond = ddim.generate(
+            model, None, n_steps, (2, 3, 16, 16), torch.Generator().manual_seed(3), spacing="leading"
+        )
+        cond = ddim.generate(model, _cond(), n_steps, None, torch.Generator().manual_seed(3), spacing="leading")
+    for ours in (plain, uncond, cond):
+        assert torch.allclose(ours, x0_ref, atol=1e-5, rtol=0)
+        assert torch.allclose((ours / 2 + 0.5).clamp(0, 1), images, atol=1e-5, rtol=0)
+
+
+def test_generate_default_grid_starts_at_pure_noise_level():
+    model = ConditionalUNet(_unet(), COND_DIM)
+    with torch.no_grad():
+        out = ddim.generate(model, _cond(3), 4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (3, 3, 16, 16) and torch.isfinite(out).all()
+    assert ddim.ddim_timesteps(999, 4)[0] == 999
+
+
+# ----------------------------------------------------------------------------------------------- inversion
+class _ConstantEps(torch.nn.Module):
+    """ε independent of (x, t): DDIM inversion is then exact, which pins the level bookkeeping."""
+
+    in_channels, sample_size = 3, 16
+
+    def __init__(self):
+        super().__init__()
+        self.eps = torch.nn.Parameter(torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x, t, c=None):
+        return self.eps.expand_as(x)
+
+
+def test_inversion_is_exact_for_an_x_and_t_independent_eps():
+    model, x0 = _ConstantEps(), _blob()
+    with torch.no_grad():
+        for spacing in ddim.SPACINGS:
+            x_t = ddim.invert(model, x0, None, 400, 8, spacing=spacing)
+            assert (x_t - x0).abs().max() > 0.5  # it did move
+            assert torch.allclose(ddim.sample(model, x_t, None, 400, 8, spacing=spacing), x0, atol=1e-5)
+
+
+def test_inversion_reconstruction_error_falls_with_steps():
+    model, x0 = ConditionalUNet(_unet(), COND_DIM), _blob()
+    errors = []
+    with torch.no_grad():
+        for n in (5, 20, 50):
+            x_t = ddim.invert(model, x0, None, 300, n)
+            errors.append(float((ddim.sample(model, x_t, None, 300, n) - x0).pow(2).mean().sqrt()))
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.05 and errors[2] < errors[0] / 5  # ~first order in the step size
+
+
+def test_edit_is_invert_then_sample_and_uses_c():
+    model, x0, c = ConditionalUNet(_unet(), COND_DIM), _blob(), _cond()
+    with torch.no_grad():
+        zero_proj = ddim.edit(model, x0, c, 300, 6, 6)
+        assert torch.equal(zero_proj, ddim.sample(model, ddim.invert(model, x0, None, 300, 6), None, 300, 6))
+        torch.nn.init.normal_(model.cond_proj.weight)
+        edited = ddim.edit(model, x0, c, 300, 6, 4)
+        x_t = ddim.invert(model, x0, None, 300, 6)  # inversion is unconditional
+        assert torch.equal(edited, ddim.sample(model, x_t, c, 300, 4))
+        assert not torch.allclose(edited, zero_proj, atol=1e-3)
+    with pytest.raises(ValueError, match="n_gen_steps"):
+        ddim.edit(model, x0, c, 300, 6, 4, spacing="leading")  # grids would not meet at the same level
+
+
+# ----------------------------------------------------------------------------------------------- gradients
+def test_full_mode_gradients_reach_the_projection_through_every_step():
+    model = ConditionalUNet(_unet(), COND_DIM)
+    x_t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    out = ddim.sample(model, x_t, _cond(), 300, 4)
+    assert out.grad_fn is not None
+    out.pow(2).mean().backward()
+    for p in model.cond_proj.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+class _LiveSavedTensors:
+    """Counts tensors autograd keeps for backward (peak over the run), via saved-tensor hooks."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def _drop(self):
+        self.live -= 1
+
+    def pack(self, t):
+        self.live += 1
+        self.peak = max(self.peak, self.live)
+        return _Box(t, self)  # released (and uncounted) when autograd frees the graph holding it
+
+    @staticmethod
+    def unpack(box):
+        return box.t
+
+
+class _Box:
+    def __init__(self, t, counter):
+        self.t = t
+        weakref.finalize(self, counter._drop)
+
+
+def _peak_saved(fn) -> int:
+    counter = _LiveSavedTensors()
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
+        fn()
+    return counter.peak
+
+
+def test_stepwise_mode_keeps_no_graph_and_memory_does_not_grow_with_steps():
+    model = ConditionalUNet(_unet(), COND_DIM)
+    torch.nn.init.normal_(model.cond_proj.weight, std=0.1)
+    x_t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    c = _cond()
+
+    def stepwise(n):
+        return lambda: ddim.sample_with_stepwise_grad(model, x_t, c, 300, n, lambda x0, k: x0.pow(2).mean())
+
+    def full(n):
+        return lambda: ddim.sample(model, x_t, c, 300, n).pow(2).mean().backward()
+
+    assert _peak_saved(stepwise(2)) == _peak_saved(stepwise(8))  # one step's graph at a time
+    assert _peak_saved(full(8)) > 3 * _peak_saved(full(2))  # full backprop keeps every step
+
+    model.zero_grad()
+    x0, losses = ddim.sample_with_stepwise_grad(model, x_t, c, 300, 5, lambda x0, k: (k + 1) * x0.abs().mean())
+    assert x0.grad_fn is None and not x0.requires_grad and x0.shape == x_t.shape
+    assert len(losses) == 5 and all(isinstance(v, float) and np.isfinite(v) for v in losses)
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.cond_proj.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert torch.allclose(x0, ddim.sample(model, x_t, c, 300, 5), atol=1e-5)  # same chain as `sample`
+
+
+def test_stepwise_equals_full_for_one_step_and_reaches_upstream_of_c():
+    model = ConditionalUNet(_unet(), COND_DIM)
+    torch.nn.init.normal_(model.cond_proj.weight, std=0.1)  # a zero projection passes no gradient to c
+    fusion = torch.nn.Linear(3, COND_DIM)
+    feats = torch.randn(2, 3, generator=torch.Generator().manual_seed(2))
+    x_t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    loss_fn = lambda x0, k: x0.pow(2).mean()  # noqa: E731
+
+    def grads():
+        return [p.grad.clone() for p in (*model.cond_proj.parameters(), *fusion.parameters())]
+
+    ddim.sample_with_stepwise_grad(model, x_t, fusion(feats), 300, 1, loss_fn)
+    stepwise = grads()
+    model.zero_grad(), fusion.zero_grad()
+    loss_fn(ddim.sample(model, x_t, fusion(feats), 300, 1), 0).backward()
+    for a, b in zip(stepwise, grads(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6) and b.abs().sum() > 0
+    model.zero_grad(), fusion.zero_grad()
+    ddim.sample_with_stepwise_grad(model, x_t, fusion(feats), 300, 4, loss_fn)  # c's graph is used once
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads())
+
+
+# ----------------------------------------------------------------------------------------------- validation
+def test_bad_inputs_raise_value_error_naming_the_argument():
+    model, plain, x0, c = ConditionalUNet(_unet(), COND_DIM), _unet(), _blob(), _cond()
+    cases = [
+        (lambda: ddim.invert(model, x0 * 1.5, None, 300, 4), "x0"),  # outside [-1, 1]
+        (lambda: ddim.invert(model, x0[0], None, 300, 4), "x0"),  # not (B, C, H, W)
+        (lambda: ddim.invert(model, x0[:, :1], None, 300, 4), "x0"),  # channels
+        (lambda: ddim.invert(model, x0[..., :8, :8], None, 300, 4), "x0"),  # size
+        (lambda: ddim.invert(model, x0.to(torch.int64), None, 300, 4), "x0"),  # dtype
+        (lambda: ddim.invert(model, x0.numpy(), None, 300, 4), "x0"),  # not a tensor
+        (lambda: ddim.invert(model, x0 * float("nan"), None, 300, 4), "x0"),
+        (lambda: ddim.edit(model, x0 + 2, c, 300, 4, 4), "x_ref"),
+        (lambda: ddim.edit(model, x0[:, :, :8], c, 300, 4, 4), "x_ref"),
+        (lambda: ddim.sample(model, x0[0], c, 300, 4), "x_t"),
+        (lambda: ddim.sample(model, x0, c[:, :2], 300, 4), "c"),
+        (lambda: ddim.sample(model, x0, _cond(3), 300, 4), "c"),
+        (lambda: ddim.sample(plain, x0, c, 300, 4), "c"),  # an unconditional UNet2DModel takes no c
+        (lambda: ddim.sample(model, x0, c, 1000, 4), "t0"),
+        (lambda: ddim.sample(model, x0, c, 300, 301), "n_steps"),
+        (lambda: ddim.sample(model, x0, c, 300, 4, spacing="linspace"), "spacing"),
+        (lambda: ddim.sample(model, x0, c, 300, 4, schedule=torch.ones(2, 2)), "schedule"),
+        (lambda: ddim.sample(model, x0, c, 300, 4, schedule=torch.linspace(0.99, 0.1, 200)), "t0"),
+        (lambda: ddim.generate(model, None, 4, (2, 3, 16)), "shape"),
+        (lambda: ddim.generate(model, None, 4, (2, 3, 8, 8)), "x_t"),
+        (lambda: ddim.generate(model, None, 4, generator=0), "generator"),
+        (lambda: ddim.sample_with_stepwise_grad(model, x0, c, 300, 2, "l2"), "loss_fn"),
+        (lambda: ddim.sample_with_stepwise_grad(model, x0, c, 300, 2, lambda x, k: x), "loss_fn"),
+    ]
+    for call, name in cases:
+        with pytest.raises(ValueError, match=name):
+            call()
+
+
+def test_any_scheduler_alphas_work():
+    model = ConditionalUNet(_unet(), COND_DIM)
+    sched = DDIMScheduler(beta_schedule="squaredcos_cap_v2")
+    x_t = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = ddim.sample(model, x_t, None, 500, 5, schedule=sched)
+        b = ddim.sample(model, x_t, None, 500, 5, schedule=sched.alphas_cumprod)
+        d = ddim.sample(model, x_t, None, 500, 5, schedule=dict(sched.config))
+        assert torch.equal(a, b) and torch.equal(a, d)
+        assert not torch.allclose(a, ddim.sample(model, x_t, None, 500, 5), atol=1e-3)
+
+
+def test_bfloat16_runs():
+    model = ConditionalUNet(_unet(), COND_DIM).to(torch.bfloat16)
+    with torch.no_grad():
+        out = ddim.edit(model, _blob().to(torch.bfloat16), _cond().to(torch.bfloat16), 300, 3, 3)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
