@@ -21,9 +21,11 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 reproduce: env
+	$(PY) -m cff_lib.cli weights verify --profile $(PROFILE)
 	$(PY) -m cff_lib.cli reproduce --profile $(PROFILE)
 
 test: env
+	$(PY) -m cff_lib.cli weights verify --profile toy
 	$(PY) -m pytest
 
 test-slow: env

@@ -50,6 +50,24 @@ def _manifests(args) -> int:
     return 0 if all(r.ok for r in reports.values()) else 1
 
 
+def _weights(args) -> int:
+    from cff_lib.config import load_profile
+    from cff_lib.provenance import REPO_ROOT
+    from cff_lib.weights import verify_weights
+
+    profile = load_profile(args.profile)
+    folder = REPO_ROOT / profile.model.weights_dir
+    if not folder.is_dir():
+        print(f"no weights at {folder} yet (notebook 02 trains them); nothing to verify")
+        return 0
+    problems = verify_weights(folder)
+    for problem in problems:
+        print(f"weights: {problem}", file=sys.stderr)
+    n = len(list(folder.glob("*.provenance.json")))
+    print(f"== weights {folder}: {n} records, " + ("all hashes match" if not problems else f"{len(problems)} problems"))
+    return 0 if not problems else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cff", description="ClipFaceFusion companion")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("action", choices=["build", "verify"])
     m.add_argument("--profile", default="toy")
     m.set_defaults(func=_manifests)
+    w = sub.add_parser("weights", help="verify shipped weights against their provenance records (sha256)")
+    w.add_argument("action", choices=["verify"])
+    w.add_argument("--profile", default="toy")
+    w.set_defaults(func=_weights)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

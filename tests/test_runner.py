@@ -100,3 +100,21 @@ def test_cli_synth_and_manifests_on_a_custom_tiny_profile(tmp_path, capsys):
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_cli_weights_verify_reports_a_tampered_file(tmp_path, capsys):
+    import torch
+
+    from cff_lib import cli
+    from cff_lib.config import load_profile
+    from cff_lib.weights import save_weights
+
+    profile = tmp_path / "w.yaml"
+    profile.write_text(f"extends: ci\nmodel:\n  weights_dir: {tmp_path / 'w'}\n")
+    save_weights({"x": torch.arange(4.0)}, tmp_path / "w" / "tiny", profile=load_profile(str(profile)),
+                 command="test", metrics={})
+    assert cli.main(["weights", "verify", "--profile", str(profile)]) == 0
+    target = tmp_path / "w" / "tiny.safetensors"
+    target.write_bytes(target.read_bytes()[:-1] + b"\x01")
+    assert cli.main(["weights", "verify", "--profile", str(profile)]) == 1
+    assert "tiny.safetensors: sha256 mismatch" in capsys.readouterr().err
