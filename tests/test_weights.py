@@ -1,4 +1,5 @@
 """Weight files with provenance: save / verify / load round trip, tampering, wrong architectures."""
+import dataclasses
 import json
 
 import pytest
@@ -107,5 +108,5 @@ def test_wrong_architecture_and_corrupt_file(tmp_path, profile):
 
 def test_pretrain_report_is_frozen():
     r = PretrainReport("clip", {"top1": 0.5}, 1.0, 3, ("w.safetensors",))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         r.steps = 4
