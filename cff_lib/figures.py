@@ -36,12 +36,16 @@ def save_table(df, name: str, out_dir: str | Path, stamp: Stamp, caption: str = 
     out_dir = Path(out_dir)
     if df is None or len(df) == 0:
         raise ValueError(f"table {name!r} is empty; nothing to write")
-    fmt = float_format.format
+    def fmt(value) -> str:
+        if value is None or (isinstance(value, float) and value != value):
+            return ""  # unknown / not applicable cells stay empty, never "nan"
+        return float_format.format(value)
+
     csv = df.to_csv(index=False)
     md = (f"<!-- {stamp.line()} -->\n" + (f"**{caption}**\n\n" if caption else "")
           + _markdown(df, fmt) + "\n")
     tex = (f"% {stamp.line()}\n"
-           + df.to_latex(index=False, float_format=fmt, caption=caption or None, escape=True))
+           + df.to_latex(index=False, float_format=fmt, na_rep="", caption=caption or None, escape=True))
     paths = []
     for ext, text in (("csv", csv), ("md", md), ("tex", tex)):
         path = out_dir / f"{name}.{ext}"
@@ -55,5 +59,5 @@ def _markdown(df, fmt) -> str:
     cols = [str(c) for c in df.columns]
     rows = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for rec in df.itertuples(index=False):
-        rows.append("| " + " | ".join(fmt(v) if isinstance(v, float) else str(v) for v in rec) + " |")
+        rows.append("| " + " | ".join(fmt(v) if isinstance(v, float) or v is None else str(v) for v in rec) + " |")
     return "\n".join(rows)
