@@ -1,0 +1,198 @@
+"""cff_lib.evaluation: Fig. 4 scenarios, running the three methods, scoring, sweeps and Table 6 pairs.
+
+Random backends and a tiny UNet; bad input must fail with clear errors passed through from metrics/stats.
+"""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cff_lib import baselines, evaluation
+from cff_lib.conditional_unet import tiny_unet_config
+from cff_lib.config import load_profile
+from cff_lib.model import build_model
+
+
+def small_profile():
+    p = load_profile("ci")
+    return dataclasses.replace(p, ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.set_num_threads(1)
+    p = small_profile()
+    model = build_model(p, tmp_path_factory.mktemp("w"), allow_untrained=True,
+                        unet_config=tiny_unet_config(32)).eval()
+    return p, model, baselines.baseline_from_model(model).eval()
+
+
+def _inputs(b: int = 4, size: int = 32):
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(b, 3, size, size, generator=g) * 2 - 1
+    conds = {"caption": ["a 25-year-old sad woman", "a 45-year-old happy man", "a 70-year-old neutral woman",
+                         "a 30-year-old angry man"][:b],
+             "source_caption": ["a face of a woman", "a face of a man", "a face of a woman", "a face of a man"][:b],
+             "target_age": [25.0, 45.0, 70.0, 30.0][:b], "target_emotion": ["sad", "happy", "neutral", "angry"][:b],
+             "intensity": [0.5, 0.5, 0.5, 1.0][:b],
+             "audio": [torch.randn(8000, generator=g), None, torch.randn(6000, generator=g), None][:b]}
+    return images, conds
+
+
+def test_the_four_fig4_scenarios():
+    s = {x.name: x for x in evaluation.SCENARIOS}
+    assert len(s) == 4
+    assert (s["young–sad"].age, s["young–sad"].gender, s["young–sad"].emotion) == (25, "female", "sad")
+    assert (s["middle-aged–happy"].age, s["middle-aged–happy"].gender) == (45, "male")
+    assert (s["elderly–neutral"].age, s["elderly–neutral"].emotion) == (70, "neutral")
+    angry = s["angry, intense audio"]
+    assert (angry.age, angry.gender, angry.emotion, angry.intensity_code) == (30, "male", "angry", 2)
+
+
+def test_scenarios_resolve_to_held_out_faces_and_matching_clips():
+    resolved = evaluation.resolve_scenarios(load_profile("ci"))
+    assert len({r.image for r in resolved}) == 4
+    for r in resolved:
+        assert r.image_split in ("val", "test")
+        code = r.audio.rsplit("/", 1)[1].split("-")
+        assert int(code[2]) - 1 == evaluation.EMOTIONS.index(r.scenario.emotion)
+        assert int(code[3]) == r.scenario.intensity_code
+    table = evaluation.scenario_table(resolved)
+    assert list(table["scenario"]) == [s.name for s in evaluation.SCENARIOS]
+
+
+def test_run_methods_gives_one_batch_per_method_and_zero_baseline_equals_reconstruction(setup):
+    p, model, bl = setup
+    images, conds = _inputs()
+    out = evaluation.run_methods(model, bl, images, conds, 42, p)
+    assert set(out) == set(evaluation.METHODS)
+    for v in out.values():
+        assert v.shape == images.shape
+    assert torch.equal(out[evaluation.TEXT_ONLY], out[evaluation.RECON])
+
+
+def test_run_methods_rejects_bad_input(setup):
+    p, model, bl = setup
+    images, conds = _inputs()
+    with pytest.raises(ValueError, match="empty"):
+        evaluation.run_methods(model, bl, images[:0], {**conds, "caption": []}, 42, p)
+    with pytest.raises(ValueError, match="one caption per image"):
+        evaluation.run_methods(model, bl, images, {**conds, "caption": conds["caption"][:3]}, 42, p)
+    with pytest.raises(ValueError, match="unknown methods"):
+        evaluation.run_methods(model, bl, images, conds, 42, p, methods=("StyleCLIP",))
+    with pytest.raises(ValueError, match="needs the baseline"):
+        evaluation.run_methods(model, None, images, conds, 42, p)
+
+
+def test_score_computes_every_metric(setup):
+    p, model, bl = setup
+    images, conds = _inputs()
+    out = evaluation.run_methods(model, bl, images, conds, 42, p)
+    cond = model.condition({**conds, "reference": images})
+    ctx = evaluation.metric_context(model)
+    s_cff, per = evaluation.score(model, ctx, out[evaluation.CFF], images, conds, cond, evaluation.CFF)
+    s_txt, _ = evaluation.score(model, ctx, out[evaluation.TEXT_ONLY], images, conds, cond, evaluation.TEXT_ONLY)
+    for k in evaluation.METRIC_NAMES:
+        assert k in s_cff
+    assert 0 <= s_cff["age_acc"] <= 100 and 0 <= s_cff["emo_acc"] <= 100
+    assert math.isfinite(s_cff["cmc"]) and math.isnan(s_txt["cmc"])  # paper CMC: fused modalities only
+    assert math.isfinite(s_txt["cmc_image"])
+    assert per["ssim"].shape == (4,)
+
+
+def test_score_passes_size_and_count_errors_through(setup):
+    p, model, bl = setup
+    images, conds = _inputs()
+    cond = model.condition({**conds, "reference": images})
+    ctx = evaluation.metric_context(model)
+    small = torch.zeros(4, 3, 16, 16)
+    with pytest.raises(ValueError, match="same size"):
+        evaluation.score(model, ctx, small, images, conds, cond, evaluation.RECON)
+    with pytest.raises(ValueError, match="same number"):
+        evaluation.score(model, ctx, images[:3], images, conds, cond, evaluation.RECON)
+
+
+def test_seed_rows_and_empty_pool():
+    pool = list(range(10))
+    a, b = evaluation.seed_rows(pool, 42, 4), evaluation.seed_rows(pool, 43, 4)
+    assert len(a) == 4 and a == evaluation.seed_rows(pool, 42, 4) and a != b
+    assert evaluation.seed_rows(pool, 42, 0) == pool
+    with pytest.raises(ValueError, match="empty"):
+        evaluation.seed_rows([], 42, 4)
+
+
+def _fake_eval(seeds, a, b):
+    per_seed = {evaluation.CFF: {k: list(a) for k in evaluation.METRIC_NAMES},
+                evaluation.TEXT_ONLY: {k: list(b) for k in evaluation.METRIC_NAMES}}
+    per_sample = {m: {k: [np.asarray(v[k])] for k in v} for m, v in per_seed.items()}
+    return evaluation.Evaluation(tuple(seeds), per_seed, per_sample, {s: ["x"] for s in seeds}, 0.0)
+
+
+def test_ttest_table_pairs_per_seed_and_refuses_one_seed():
+    ev = _fake_eval([42, 43, 44], [0.9, 0.8, 0.85], [0.7, 0.72, 0.69])
+    t = evaluation.ttest_table(ev, ("ssim", "s_dir"))
+    assert list(t["pairs"]) == ["per seed"] * 2 and (t["n"] == 3).all() and "p_holm" in t
+    with pytest.raises(ValueError, match="at least 2"):
+        evaluation.ttest_table(_fake_eval([42], [0.9], [0.7]), ("ssim",))
+    with pytest.raises(ValueError, match="unit"):
+        evaluation.paired_values(ev, "ssim", unit="batch")
+
+
+def test_evaluation_table_reports_mean_and_std_and_na():
+    ev = _fake_eval([42, 43], [1.0, 3.0], [2.0, 2.0])
+    ev.per_seed[evaluation.TEXT_ONLY]["cmc"] = [float("nan")] * 2
+    t = ev.table(("ssim", "cmc"))
+    assert t.iloc[0]["ssim"].startswith("2 ± 1.4")
+    assert t.iloc[1]["cmc"] == "n/a"
+
+
+def test_inversion_fidelity_and_integration_sweep(setup):
+    p, model, bl = setup
+    images, conds = _inputs()
+    inv = evaluation.inversion_fidelity(model, p, images, t0s=(10, 20))
+    assert list(inv["t0"]) == [10, 20] and (inv["psnr_db"] > 0).all()
+    sweep = evaluation.integration_sweep(model, p, images, conds, 42, levels=(0.0, 0.5, 1.0))
+    assert list(sweep["n_with_reference"]) == [0, 2, 4]
+    with pytest.raises(ValueError, match="must lie in"):
+        evaluation.integration_sweep(model, p, images, conds, 42, levels=(1.5,))
+
+
+def test_psnr_of_identical_images_is_infinite():
+    x = torch.zeros(2, 3, 16, 16)
+    assert np.isinf(evaluation.psnr(x, x)).all()
+    assert np.isfinite(evaluation.psnr(x, x + 0.1)).all()
+
+
+def test_claims_measured_keys_only_measured_rows():
+    from cff_lib.claims import load_claims
+
+    ev = _fake_eval([42, 43], [0.9, 0.8], [0.7, 0.72])
+    claims = load_claims()
+    measured, reasons = evaluation.claims_measured(ev, claims, load_profile("ci"))
+    rows = {k[1] for k in measured if k[0] in ("Table 4", "Table 5")}
+    assert rows == {"ClipFaceFusion", "DiffusionCLIP"}
+    assert not set(measured) & set(reasons)
+    assert all(isinstance(v[2], str) and v[2] for v in measured.values())
+
+
+def test_evaluate_cached_reuses_a_matching_run_and_recomputes_otherwise(setup, tmp_path, monkeypatch):
+    p, model, bl = setup
+    calls = []
+
+    def fake_evaluate(model, baseline, profile, *, seeds, n_samples, methods):
+        calls.append(n_samples)
+        return _fake_eval(seeds, [0.9, 0.8], [0.7, 0.72])
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    info = {"path": str(tmp_path / "absent.safetensors")}
+    ev1, how1 = evaluation.evaluate_cached(model, bl, info, p, tmp_path, n_samples=3,
+                                           methods=(evaluation.CFF, evaluation.TEXT_ONLY))
+    ev2, how2 = evaluation.evaluate_cached(model, bl, info, p, tmp_path, n_samples=3,
+                                           methods=(evaluation.CFF, evaluation.TEXT_ONLY))
+    assert how1.startswith("computed") and how2.startswith("loaded") and calls == [3]
+    assert ev2.per_seed[evaluation.CFF]["ssim"] == ev1.per_seed[evaluation.CFF]["ssim"]
+    evaluation.evaluate_cached(model, bl, info, p, tmp_path, n_samples=4,
+                               methods=(evaluation.CFF, evaluation.TEXT_ONLY))
+    assert calls == [3, 4]

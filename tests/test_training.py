@@ -1,0 +1,197 @@
+"""cff_lib.training: bit-exact resume, checkpoint round trip, same seed -> same losses, NaN stop, bad files.
+
+A tiny composite set (random faces, noise clips) in a temporary folder, random backends and a tiny UNet: no
+test depends on trained weights or on the generated worlds.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from cff_lib import training
+from cff_lib.composite import CompositeSample, CompositeSet
+from cff_lib.conditional_unet import tiny_unet_config
+from cff_lib.config import load_profile
+from cff_lib.model import build_model
+
+OPTIONS = training.TrainOptions(checkpoint_every=2, sample_grids=False)
+STEPS = 4
+
+
+def small_profile():
+    p = load_profile("ci")
+    return dataclasses.replace(
+        p, ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2),
+        train=dataclasses.replace(p.train, batch_size=4), eval=dataclasses.replace(p.eval, n_samples=2))
+
+
+def _row(split, source, i, audio=None, age=40.0, emotion="happy"):
+    return CompositeSample(split=split, source=source, image=f"ffhq/{i:05d}.png", audio=audio, target_image=None,
+                           target_age=age, target_emotion=emotion, target_intensity=1.0 if emotion else None,
+                           caption="a face", source_age=30.0, source_emotion="neutral", gender="female",
+                           identity=f"ffhq:{i}", speaker=None)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """(profile, composite, data root, pristine model)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("world")
+    rng = np.random.default_rng(0)
+    (root / "ffhq").mkdir()
+    (root / "ravdess").mkdir()
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "ffhq" / f"{i:05d}.png")
+    for i in range(3):
+        sf.write(root / "ravdess" / f"{i}.wav", rng.standard_normal(8000 + 800 * i) * 0.1, 16000)
+    rows = []
+    for split, offset in (("train", 0), ("val", 8)):
+        rows += [_row(split, "ffhq", offset, "ravdess/0.wav", 70.0, "sad"), _row(split, "ffhq", offset + 1),
+                 _row(split, "cacd", offset + 2, None, 25.0, None),
+                 _row(split, "ravdess", offset + 3, "ravdess/1.wav", None, "angry"),
+                 _row(split, "voxceleb", offset + 1, "ravdess/2.wav", None, None)]
+    composite = CompositeSet(seed=42, ratios={"ffhq": .5, "cacd": .3, "ravdess": .1, "voxceleb": .1},
+                             samples=tuple(rows), manifest_digests={})
+    profile = small_profile()
+    model = build_model(profile, root / "no_weights", allow_untrained=True, unet_config=tiny_unet_config(32))
+    return profile, composite, root, model
+
+
+def _train(world, out_dir, **kw):
+    profile, composite, root, pristine = world
+    model = kw.pop("model", None) or copy.deepcopy(pristine)
+    result = training.train(profile, out_dir, max_steps=STEPS, progress=False, options=kw.pop("options", OPTIONS),
+                            model=model, composite=composite, data_root=root, **kw)
+    return result, model
+
+
+@pytest.fixture(scope="module")
+def runs(world, tmp_path_factory):
+    """An uninterrupted run, and the same run interrupted after 2 steps then resumed in a fresh model."""
+    straight, m_straight = _train(world, tmp_path_factory.mktemp("straight"))
+    out = tmp_path_factory.mktemp("interrupted")
+    first, _ = _train(world, out, stop_after=2)
+    torch.manual_seed(999), np.random.seed(999), random.seed(999)  # a new process would have other RNG states
+    resumed, m_resumed = _train(world, out)  # fresh model from the pristine copy: like a new process
+    return {"straight": (straight, m_straight), "first": first, "resumed": (resumed, m_resumed)}
+
+
+def test_interrupt_and_resume_gives_bitwise_the_same_weights(runs):
+    (straight, a), (resumed, b) = runs["straight"], runs["resumed"]
+    assert runs["first"].steps == 2 and resumed.resumed_from == 2 and straight.steps == resumed.steps == STEPS
+    sa, sb = a.trainable_state_dict(), b.trainable_state_dict()
+    assert sa.keys() == sb.keys()
+    differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not differ, f"weights differ after resume: {differ[:5]}"
+    assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
+
+
+def test_same_seed_reproduces_the_same_losses(runs):
+    straight, first = runs["straight"][0], runs["first"]
+    assert [h["loss"] for h in first.history] == [h["loss"] for h in straight.history[:2]]
+    terms = [k for k in straight.history[0] if "/" in k]
+    assert {"clip/loss", "id/loss", "age/loss", "emo/loss", "av/loss", "cross_modal/loss"} <= set(terms)
+
+
+def test_training_moves_the_trainable_parts_only(world, runs):
+    pristine, trained = world[3], runs["straight"][1]
+    before, after = pristine.state_dict(), trained.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith(trained.trainable_parts()) for k in moved)
+    assert any(k.startswith("unet.cond_proj") for k in moved)
+
+
+def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(world, runs, tmp_path):
+    profile, _, _, pristine = world
+    ckpt = runs["straight"][0].checkpoint
+    model = copy.deepcopy(pristine)
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+    from diffusers.optimization import get_scheduler
+
+    sched = get_scheduler("linear", opt, num_warmup_steps=0, num_training_steps=STEPS)
+    state = training.load_checkpoint(ckpt, model, opt, sched, fingerprint=profile.fingerprint())
+    assert state["step"] == STEPS and len(state["history"]) == STEPS
+    again = training.save_checkpoint(tmp_path / "again.safetensors", model, opt, sched, step=STEPS,
+                                     total_steps=STEPS, fingerprint=profile.fingerprint(), history=state["history"])
+    a, a_np, a_py = torch.rand(3), np.random.rand(3), random.random()
+    model2 = copy.deepcopy(pristine)
+    opt2 = torch.optim.AdamW(model2.trainable_parameters(), lr=1e-3)
+    training.load_checkpoint(again, model2, opt2, fingerprint=profile.fingerprint())
+    assert torch.equal(torch.rand(3), a) and (np.random.rand(3) == a_np).all() and random.random() == a_py
+    for k, v in model.trainable_state_dict().items():
+        assert torch.equal(v, model2.trainable_state_dict()[k])
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s1["param_groups"] == s2["param_groups"]
+    for pid, st in s1["state"].items():
+        assert all(torch.equal(st[n], s2["state"][pid][n]) for n in st)
+    with pytest.raises(ValueError, match="another profile"):
+        training.load_checkpoint(again, model2, fingerprint="0" * 12)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(world, tmp_path):
+    def poison(step, terms):
+        if step == 2:
+            terms["loss"] = terms["loss"] * float("nan")
+
+    with pytest.raises(training.TrainingDiverged, match=r"L_Total is nan at step 3.*step-000002") as err:
+        _train(world, tmp_path, step_hook=poison)
+    assert err.value.step == 3 and err.value.checkpoint.endswith("step-000002.safetensors")
+    assert training.latest_checkpoint(tmp_path).name == "step-000002.safetensors"
+    model = copy.deepcopy(world[3])
+    assert training.load_checkpoint(err.value.checkpoint, model, restore_rng=False)["step"] == 2
+
+
+def test_corrupt_or_foreign_checkpoint_is_a_clear_error(world, runs, tmp_path):
+    pristine = world[3]
+    bad = tmp_path / "step-000002.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="corrupt or not a safetensors"):
+        training.load_checkpoint(bad, copy.deepcopy(pristine))
+    trained_only = pristine.save_trained(tmp_path / "weights_only.safetensors")
+    with pytest.raises(ValueError, match="no training state"):
+        training.load_checkpoint(trained_only, copy.deepcopy(pristine))
+    other = pristine.encoders.arcface.save(tmp_path / "arcface.safetensors")
+    with pytest.raises(ValueError, match="'IResNet' checkpoint, expected 'ClipFaceFusion'"):
+        training.load_checkpoint(other, copy.deepcopy(pristine))
+
+
+def test_dataset_items_and_collate(world):
+    profile, composite, root, _ = world
+    ds = training.dataset_for(profile, composite.split("train"), root)
+    batch = training.collate([ds[i] for i in range(len(ds))])
+    assert batch["image"].shape == (5, 3, 32, 32) and batch["image"].abs().max() <= 1
+    assert [a is None for a in batch["audio"]] == [False, True, True, False, False]
+    assert batch["audio"][0].dtype == torch.float32 and abs(float(batch["audio"][0].mean())) < 1e-4
+    assert batch["source_caption"][0] == "a face of a woman"
+
+
+def test_a_checkpoint_of_another_schedule_is_moved_aside_not_resumed(world, tmp_path):
+    _train(world, tmp_path, stop_after=1)
+    profile, composite, root, pristine = world
+    result = training.train(profile, tmp_path, max_steps=2, stop_after=1, progress=False, options=OPTIONS,
+                            model=copy.deepcopy(pristine), composite=composite, data_root=root)
+    assert result.resumed_from == 0 and result.steps == 1
+    assert len(list(tmp_path.glob("checkpoints.stale-*/step-000001.safetensors"))) == 1
+
+
+def test_export_ships_a_verified_file_with_its_provenance_record(world, runs, tmp_path):
+    from cff_lib.weights import verify_weights
+
+    profile, model = world[0], runs["straight"][1]
+    training.export_model(runs["straight"][0], tmp_path, profile)
+    assert verify_weights(tmp_path) == []  # what `cff weights verify` checks
+    info = training.verify_model_file(profile, tmp_path)
+    assert info["step"] == STEPS and [h["step"] for h in info["history"]] == list(range(1, STEPS + 1))
+    assert training.reusable_model(profile, model, tmp_path)[0]
+    path = tmp_path / "clipfacefusion.safetensors"
+    path.write_bytes(path.read_bytes()[:-1] + b" ")
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        training.verify_model_file(profile, tmp_path)
+    assert not training.reusable_model(profile, model, tmp_path)[0]
