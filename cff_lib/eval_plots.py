@@ -1,4 +1,4 @@
-"""Figures of notebooks 04-06 (paper Fig. 4-7): edit grids with zoom-ins, strips, |generated − reference|
+"""Figures of notebooks 04-07 (paper Fig. 4-7, Table 6): edit grids with zoom-ins, strips, |generated − reference|
 heatmaps, the reference-integration sweep and per-method emotion-rendering error. Images are (3, H, W) or
 (B, 3, H, W) tensors in [-1, 1]; every function returns a matplotlib figure (save it with
 ``figures.save_figure``)."""
@@ -168,3 +168,23 @@ def inversion_figure(table):
 
 __all__ = ["deviation_maps", "deviation_table", "edit_grid", "emotion_error_figure", "heatmaps",
            "integration_figure", "inversion_figure", "strip", "to_numpy"]
+
+
+def effect_size_forest(table, title: str = "ClipFaceFusion − text-only baseline"):
+    """Table 6 as a picture: each metric's standardised paired difference (Cohen's d_z) with its 95% CI
+    (the CI of the mean difference divided by the differences' std), coloured by Holm significance."""
+    import matplotlib.pyplot as plt
+
+    rows = table.reset_index(drop=True)
+    scale = (rows["mean_diff"] / rows["cohens_dz"]).where(rows["cohens_dz"] != 0)  # std of the differences
+    lo, hi = rows["ci95_low"] / scale, rows["ci95_high"] / scale
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    colors = ["tab:red" if s else "0.5" for s in rows["significant"]]
+    ax.hlines(y, lo, hi, colors=colors)
+    ax.scatter(rows["cohens_dz"], y, c=colors, zorder=3)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, [f"{m} (n={n})" for m, n in zip(rows["metric"], rows["n"], strict=True)], fontsize=7)
+    ax.set(xlabel="Cohen's d_z with 95% CI (red: Holm-significant)", title=title)
+    fig.tight_layout()
+    return fig

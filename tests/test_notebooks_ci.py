@@ -31,6 +31,9 @@ def test_each_notebook_wrote_its_figures(ci_run):
         assert pngs, f"{r.notebook} wrote no figure into {folder}"
         for png in pngs:
             assert png.with_suffix(".pdf").is_file(), f"{png.name} has no PDF twin"
+        for csv in folder.glob("*.csv"):
+            for ext in (".md", ".tex"):
+                assert csv.with_suffix(ext).is_file(), f"table {csv.name} has no {ext} twin"
 
 
 def test_data_assembly_outputs(ci_run):
