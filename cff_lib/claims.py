@@ -8,8 +8,10 @@ Markdown report in which the paper's number and the regenerated number sit in *s
 with a verdict (:func:`judge`):
 
 - ``reproduced``: the regenerated mean lies within the paper's ± of the paper's value (|m - v| <= ±); where no
-  ± is printed, within ``rel_tol`` (default 5 %) of the value (|m - v| <= rel_tol * |v|). A ``setting``
-  (Table 3) must match exactly (relative 1e-9). A ``bound`` (printed "< 0.01") is reproduced when m < bound.
+  ± is printed, within ``rel_tol`` (default 5 %) of the value (|m - v| <= rel_tol * |v|). A ``bound``
+  (printed "< 0.01") is reproduced when m < bound.
+- ``adopted``: a ``setting`` (Table 3's hyper-parameters) that the run used exactly (relative 1e-9). It is a
+  configuration the companion copied from the paper, not a result, so it is never counted as reproduced.
   The regenerated std is shown but does not widen the tolerance.
 - ``differs by X``: outside that tolerance; X = m - v (and relative).
 - ``not reproducible here: <reason>``: a reason passed by the caller for this claim, or the ledger's standing
@@ -62,7 +64,8 @@ class Claim:
 class Verdict:
     """The comparison of one claim with its regenerated value."""
 
-    status: str  # "reproduced" | "differs" | "not reproducible here" | "not measured"
+    status: str  # "reproduced" | "adopted" (a setting used as printed) | "differs" | "not reproducible here"
+    #              | "not measured"
     text: str  # the verdict as written in the report
     tolerance: float | None  # the absolute tolerance applied (None when nothing was compared)
 
@@ -132,6 +135,8 @@ def judge(claim: Claim, measured: tuple | None, reason: str | None = None,
         tol = rel_tol * abs(v)
     diff = mean - v
     if abs(diff) <= tol + 1e-12:
+        if claim.kind == "setting":
+            return Verdict("adopted", "adopted (a setting used as printed, not a result)", tol)
         return Verdict("reproduced", "reproduced", tol)
     rel = f" ({diff / v:+.1%})" if v != 0 else ""
     return Verdict("differs", f"differs by {diff:+.4g}{rel}", tol)
@@ -171,8 +176,8 @@ def claims_report(claims: list[Claim], measured: Mapping[ClaimKey, tuple | None]
     lines = [f"# {title}", "",
              f"{len(claims)} claims: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".", "",
              f"Verdict rule: reproduced = within the paper's ± (or ±{rel_tol:.0%} of the value where none is "
-             "printed; settings exactly; '< x' bounds by comparison). Paper and regenerated numbers are "
-             "separate columns.", ""]
+             "printed; '< x' bounds by comparison); adopted = a Table 3 setting the run used exactly (configuration "
+             "copied from the paper, not a result). Paper and regenerated numbers are separate columns.", ""]
     tables = sorted({c.table for c in claims},
                     key=lambda t: (TABLE_ORDER.index(t) if t in TABLE_ORDER else len(TABLE_ORDER), t))
     for table in tables:

@@ -118,7 +118,7 @@ def test_verdicts():
     no_pm = _claim(value=0.80)
     assert judge(no_pm, (0.83, None, "run"), rel_tol=0.05).status == "reproduced"  # 0.03 <= 0.04
     assert judge(no_pm, (0.85, None, "run"), rel_tol=0.05).status == "differs"
-    assert judge(_claim(value=16, kind="setting"), (16, None, "preset")).status == "reproduced"
+    assert judge(_claim(value=16, kind="setting"), (16, None, "preset")).status == "adopted"
     assert judge(_claim(value=16, kind="setting"), (16.5, None, "preset")).status == "differs"
     bound = _claim(value=0.01, kind="bound")
     assert judge(bound, (0.004, None, "test")).status == "reproduced"
