@@ -28,10 +28,7 @@ matches the batches the :class:`MixedBatchSampler` draws from it.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import math
 import os
 from dataclasses import dataclass, fields
@@ -42,9 +39,8 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 from tqdm.auto import tqdm
 
-from cff_lib.atomic import atomic_path
 from cff_lib.emotions import EMOTIONS
-from cff_lib.manifests import DATASETS, Manifest, ManifestEntry
+from cff_lib.manifests import DATASETS, Manifest, ManifestEntry, read_record_csv, write_record_csv
 
 DEFAULT_RATIOS: dict[str, float] = {"ffhq": 0.5, "cacd": 0.3, "ravdess": 0.1, "voxceleb": 0.1}
 """Per-batch dataset mix of the paper's "Training procedure"."""
@@ -313,34 +309,18 @@ def write_composite(cs: CompositeSet, path: str | os.PathLike) -> Path:
     header = {"seed": cs.seed, "ratios": cs.ratios, "version": COMPOSITE_VERSION, "rows": len(cs.samples),
               "manifest_digests": cs.manifest_digests,
               "counts": {s: len(cs.split(s)) for s in COMPOSITE_SPLITS}}
-    buf = io.StringIO()
-    buf.write(_HEADER_TAG + json.dumps(header, sort_keys=True) + "\n")
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(_FIELDS)
-    for s in cs.samples:
-        w.writerow([_fmt(getattr(s, f)) for f in _FIELDS])
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue(), encoding="utf-8")
-    return path
+    rows = ([_fmt(getattr(s, f)) for f in _FIELDS] for s in cs.samples)
+    return write_record_csv(path, _HEADER_TAG, header, _FIELDS, rows)
 
 
 def read_composite(path: str | os.PathLike) -> CompositeSet:
     """Read a CSV written by :func:`write_composite`; malformed is a ValueError naming file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"composite file {str(path)!r} does not exist")
-    first, _, body = path.read_text(encoding="utf-8").partition("\n")
-    if not first.startswith(_HEADER_TAG):
-        raise ValueError(f"{path} line 1: not a cff composite (must start with {_HEADER_TAG.strip()!r})")
+    path, header, cols, reader = read_record_csv(path, _HEADER_TAG, "composite")
     try:
-        header = json.loads(first[len(_HEADER_TAG):])
         seed, ratios, rows = int(header["seed"]), dict(header["ratios"]), int(header["rows"])
         digests = dict(header["manifest_digests"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} line 1: malformed composite header record ({exc})") from None
-    reader = csv.reader(io.StringIO(body))
-    cols = next(reader, None)
     if cols != list(_FIELDS):
         raise ValueError(f"{path} line 2: columns {cols} differ from {list(_FIELDS)}")
     samples = []

@@ -82,7 +82,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -459,41 +459,56 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
     header = {"dataset": manifest.dataset, "world": manifest.world, "seed": manifest.seed,
               "val_fraction": manifest.val_fraction, "test_fraction": manifest.test_fraction,
               "builder_version": manifest.builder_version, "file_count": len(manifest.entries)}
+    rows = ([e.path, e.split, e.bytes, e.sha256] + [_format(e.labels.get(c), t) for c, t in schema]
+            for e in manifest.entries)
+    return write_record_csv(path, _HEADER_TAG, header, manifest.columns, rows)
+
+
+def write_record_csv(path: str | os.PathLike, tag: str, header: dict, columns, rows) -> Path:
+    """A CSV whose first line is ``<tag>{json header}``, then ``columns`` and ``rows``; written atomically.
+    The format of manifests and of the composite set (cff_lib.composite)."""
     buf = io.StringIO()
-    buf.write(_HEADER_TAG + json.dumps(header, sort_keys=True) + "\n")
+    buf.write(tag + json.dumps(header, sort_keys=True) + "\n")
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(manifest.columns)
-    for e in manifest.entries:
-        w.writerow([e.path, e.split, e.bytes, e.sha256] + [_format(e.labels.get(c), t) for c, t in schema])
+    w.writerow(columns)
+    w.writerows(rows)
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue(), encoding="utf-8")
     return path
 
 
-def read_manifest(path: str | os.PathLike) -> Manifest:
-    """Read a manifest written by :func:`write_manifest`; malformed is a ValueError naming file and line."""
+def read_record_csv(path: str | os.PathLike, tag: str, what: str) -> tuple[Path, dict, list[str] | None, Iterator]:
+    """(path, header, column names, reader) of a :func:`write_record_csv` file; a missing file is a
+    FileNotFoundError and a wrong tag or unparsable header a ValueError, each naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"manifest file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
-    first, _, body = text.partition("\n")
-    if not first.startswith(_HEADER_TAG):
-        raise ValueError(f"{path} line 1: not a cff manifest (must start with {_HEADER_TAG.strip()!r})")
+        raise FileNotFoundError(f"{what} file {str(path)!r} does not exist")
+    first, _, body = path.read_text(encoding="utf-8").partition("\n")
+    if not first.startswith(tag):
+        raise ValueError(f"{path} line 1: not a cff {what} (must start with {tag.strip()!r})")
     try:
-        header = json.loads(first[len(_HEADER_TAG):])
+        header = json.loads(first[len(tag):])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} line 1: malformed {what} header record ({exc})") from None
+    reader = csv.reader(io.StringIO(body))
+    return path, header, next(reader, None), reader
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Read a manifest written by :func:`write_manifest`; malformed is a ValueError naming file and line."""
+    path, header, columns, reader = read_record_csv(path, _HEADER_TAG, "manifest")
+    try:
         dataset, world, seed = header["dataset"], header["world"], int(header["seed"])
         val_fraction, test_fraction = float(header["val_fraction"]), float(header["test_fraction"])
         version, count = int(header["builder_version"]), int(header["file_count"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} line 1: malformed manifest header record ({exc})") from None
     if dataset not in DATASETS:
         raise ValueError(f"{path} line 1: dataset {dataset!r} is not one of {', '.join(DATASETS)}")
     if world not in ("synthetic", "real"):
         raise ValueError(f"{path} line 1: world {world!r} must be synthetic or real")
     schema = _schema(dataset)
-    reader = csv.reader(io.StringIO(body))
-    columns = next(reader, None)
     want = list(_BASE_COLUMNS + label_columns(dataset))
     if columns != want:
         raise ValueError(f"{path} line 2: columns {columns} differ from the {dataset} layout {want}")
