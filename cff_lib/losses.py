@@ -150,6 +150,19 @@ class _FrozenNetsLoss(nn.Module):
             getattr(self, name).eval()
         return self
 
+    def _reference_terms(self, reference, coefficient, coef_name: str, batch: int, feature_index: int):
+        """(f_ref, coefficient) of the reference-aware regulariser, or (None, None) without a reference.
+        ``feature_index`` picks the estimator reading's feature; the coefficient is required with a reference."""
+        if reference is None:
+            return None, None
+        _check_images(reference, "reference", batch)
+        if coefficient is None:
+            raise ValueError(f"{coef_name} is required when reference is given (the regulariser uses {coef_name})")
+        coef = _coefficient(coefficient, coef_name)
+        with torch.no_grad():
+            ref_feat = self._reading(reference, "reference")[feature_index]  # (B, D)
+        return ref_feat, coef
+
 
 # ------------------------------------------------------------------------------ directional CLIP
 class DirectionalClipLoss(_FrozenNetsLoss):
@@ -320,14 +333,7 @@ class AgeConsistencyLoss(_FrozenNetsLoss):
                 l_age = part if l_age is None else l_age + part
             else:
                 absent.append("feature")
-            ref_feat = coef = None
-            if reference is not None:
-                _check_images(reference, "reference", batch)
-                if alpha is None:
-                    raise ValueError("alpha is required when reference is given (L_Age,reg uses alpha)")
-                coef = _coefficient(alpha, "alpha")
-                with torch.no_grad():
-                    ref_feat = self._reading(reference, "reference")[1]  # f_Age,ref (B, D)
+            ref_feat, coef = self._reference_terms(reference, alpha, "alpha", batch, 1)  # f_Age,ref (B, D)
             terms["reg"] = self.lambda_age * _reference_regulariser(feat, age_feature, ref_feat, coef)
             reg = self.lambda_age_reg * terms["reg"]
             terms["loss"] = reg if l_age is None else l_age + reg
@@ -414,14 +420,7 @@ class EmotionConsistencyLoss(_FrozenNetsLoss):
             absent.append("va")
         if emotion_feature is not None:
             _check_features(emotion_feature, "emotion_feature", batch, feat.shape[1])
-            ref_feat = coef = None
-            if reference is not None:
-                _check_images(reference, "reference", batch)
-                if nu is None:
-                    raise ValueError("nu is required when reference is given (L_Emo,reg uses nu)")
-                coef = _coefficient(nu, "nu")
-                with torch.no_grad():
-                    ref_feat = self._reading(reference, "reference")[2]  # f_Emo,ref (B, D)
+            ref_feat, coef = self._reference_terms(reference, nu, "nu", batch, 2)  # f_Emo,ref (B, D)
             terms["reg"] = self.lambda_emo * _reference_regulariser(feat, emotion_feature, ref_feat, coef)
             parts.append(self.lambda_emo_reg * terms["reg"])
         else:
