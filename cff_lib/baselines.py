@@ -18,7 +18,6 @@ With an untrained (zero) projection it reproduces the unconditioned reconstructi
 """
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Sequence
@@ -80,12 +79,9 @@ class TextOnlyBaseline(nn.Module):
 
 
 def baseline_from_model(model) -> TextOnlyBaseline:
-    """A fresh baseline on ``model``'s pretrained UNet (copied) and frozen CLIP. Needs ``trainable='fusion'``
-    (under 'fusion+unet' the model's UNet is no longer the pretrained one)."""
-    if model.trainable != "fusion":
-        raise ValueError(f"model.trainable={model.trainable!r}: its UNet was fine-tuned; build the baseline from "
-                         "an untrained build_model(profile) instead")
-    plain = copy.deepcopy(model.unet.unet)
+    """A fresh baseline on ``model``'s *pretrained* UNet (a copy, never the fine-tuned one under
+    ``trainable='fusion+unet'``: ``ClipFaceFusion.pretrained_unet``) and frozen CLIP."""
+    plain = model.pretrained_unet()
     return TextOnlyBaseline(plain, model.encoders.multimodal.clip).to(model.device)
 
 

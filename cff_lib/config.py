@@ -80,6 +80,7 @@ class DdimConfig:
     t0: int  # inversion depth of the reference image, of 1000 (paper: t0 in [300, 600])
     n_inv_steps: int  # DDIM steps of the inversion (Eq. 9)
     n_gen_steps: int  # DDIM steps of conditioned reverse sampling (Eq. 30; paper: 500, 550 or 50)
+    n_train_steps: int  # DDIM steps (inversion and reverse) of one training sample, full backprop (paper: silent)
     spacing: str  # timestep sequence: "diffusionclip" (int(linspace(0,1,n)*t0)) or "leading" (diffusers)
 
 
@@ -219,6 +220,7 @@ def _validate(p: Profile, where: str) -> None:
         (1 <= p.ddim.t0 <= 999, "ddim.t0 must lie in [1, 999]"),
         (1 <= p.ddim.n_inv_steps <= p.ddim.t0, "ddim.n_inv_steps must lie in [1, t0]"),
         (1 <= p.ddim.n_gen_steps <= p.ddim.t0, "ddim.n_gen_steps must lie in [1, t0]"),
+        (1 <= p.ddim.n_train_steps <= p.ddim.t0, "ddim.n_train_steps must lie in [1, t0]"),
         (p.ddim.spacing in ("diffusionclip", "leading"), "ddim.spacing must be diffusionclip|leading"),
         (p.train.mixed_precision in ("no", "fp16", "bf16"), "train.mixed_precision must be no|fp16|bf16"),
         (p.train.lr_schedule in ("linear", "constant"), "train.lr_schedule must be linear|constant"),

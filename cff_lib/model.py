@@ -40,6 +40,7 @@ silently be loaded onto other backends).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -211,6 +212,7 @@ class ClipFaceFusion(nn.Module):
         self.backend_digests: dict[str, str] = {}  # key -> sha256 of the backend file used ("untrained")
         self.trainable = trainable
         self._feature_cache: dict[str, dict[str, Tensor]] = {}  # frozen encoders' features (see _memo)
+        self._pretrained_unet: dict[str, Tensor] | None = None  # CPU copy of the backbone before fine-tuning
         self.set_trainable(trainable)
 
     # ------------------------------------------------------------------ what trains
@@ -221,11 +223,25 @@ class ClipFaceFusion(nn.Module):
         if mode == "adapter":
             raise NotImplementedError("trainable='adapter' is not implemented; use 'fusion' (the default) or "
                                       "'fusion+unet' in the profile's model.trainable")
+        if "unet.unet" in _TRAINABLE_PARTS[mode] and self._pretrained_unet is None:
+            # the backbone is about to be fine-tuned: keep the pretrained weights the baselines run on
+            self._pretrained_unet = {k: v.detach().cpu().clone() for k, v in self.unet.unet.state_dict().items()}
         self.requires_grad_(False)
         for part in _TRAINABLE_PARTS[mode]:
             self.get_submodule(part).requires_grad_(True)
         self.trainable = mode
         self.train(self.training)
+
+    def pretrained_unet(self) -> nn.Module:
+        """A copy of the unconditional backbone as loaded, before any fine-tuning (on the model's device).
+
+        Under ``trainable='fusion'`` that is the model's own frozen UNet; under ``'fusion+unet'`` the weights
+        kept when the backbone became trainable (``load_trained`` does not touch that copy).
+        """
+        plain = copy.deepcopy(self.unet.unet)
+        if self._pretrained_unet is not None:
+            plain.load_state_dict(self._pretrained_unet)
+        return plain.requires_grad_(False).eval()
 
     def trainable_parts(self) -> tuple[str, ...]:
         return _TRAINABLE_PARTS[self.trainable]

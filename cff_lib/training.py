@@ -10,16 +10,17 @@ One training step, on a composite batch mixed 50/30/10/10 (FFHQ / CACD / RAVDESS
 4. L_Total on I_gen                                                                             (Eq. 32)
 5. AdamW step (Table 3: learning rate with linear decay, weight decay; the profile's values)
 
-Backpropagation: *full* backprop through a short reverse chain (``TrainOptions.train_steps`` = 6 DDIM steps,
-DiffusionCLIP's ``n_train_step``; the profile's own step count when smaller), rather than the stepwise mode
+Backpropagation: *full* backprop through a short reverse chain (the profile's ``ddim.n_train_steps``: 6 DDIM
+steps in the paper presets, DiffusionCLIP's ``n_train_step``; 10 in ``toy``, whose small DDPM reconstructs
+badly in fewer, see docs/errata.md), rather than the stepwise mode
 (``ddim.sample_with_stepwise_grad``). Reasons: (a) the loss is the paper's L_Total on the *final* edited
 image, whose exact gradient full backprop gives, while the stepwise mode optimises a surrogate (a loss on each
 step's x0 prediction); (b) the judges (CLIP, ArcFace, VGG, estimators) run once per step instead of once per
 DDIM step, which on a CPU is most of the cost; (c) a single ``forward`` returning the loss is what
-``accelerate``/DDP needs to synchronise gradients over several GPUs. Memory grows with ``train_steps``;
+``accelerate``/DDP needs to synchronise gradients over several GPUs. Memory grows with ``n_train_steps``;
 ``profile.train.gradient_checkpointing`` recomputes UNet activations to bound it at paper scale. Editing and
 evaluation use the profile's ``ddim.n_inv_steps`` / ``n_gen_steps``: c enters every UNet call the same way,
-so what is learnt at 6 steps carries over (DiffusionCLIP trains with 6 and tests with 40).
+so what is learnt in a short chain carries over (DiffusionCLIP trains with 6 and tests with 40).
 
 Seeds (Table 3): ``train.seed`` (42) seeds torch/numpy/python, the model's initialisation and the batch
 sampler; ``train.audio_seed`` (123) seeds the 5-s window cut from clips longer than
@@ -68,7 +69,7 @@ SAMPLES_EXPORT = "clipfacefusion_samples"  # per-epoch sample grids shipped besi
 
 @dataclass(frozen=True)
 class TrainOptions:
-    train_steps: int = 6  # reverse (and inversion) DDIM steps of a training sample, full backprop (DiffusionCLIP)
+    train_steps: int | None = None  # DDIM steps of a training sample (None = the profile's ddim.n_train_steps)
     checkpoint_every: int = 50  # optimizer steps between checkpoints (also at every epoch end and the last step)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk (older ones are deleted)
     grid_size: int = 6  # validation faces in the per-epoch sample grid
@@ -189,7 +190,8 @@ def schedule_length(profile, n_train: int, max_steps: int | None = None) -> int:
 
 
 def train_ddim_steps(profile, options: TrainOptions) -> int:
-    return max(1, min(options.train_steps, profile.ddim.n_gen_steps, profile.ddim.n_inv_steps))
+    k = profile.ddim.n_train_steps if options.train_steps is None else options.train_steps
+    return max(1, min(k, profile.ddim.n_gen_steps, profile.ddim.n_inv_steps))
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

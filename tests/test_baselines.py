@@ -75,12 +75,19 @@ def test_a_few_steps_lower_the_loss(model):
     assert set(history[0]) >= {"clip", "l1", "id", "loss"}
 
 
-def test_trainable_unet_model_is_refused(tmp_path):
+def test_fine_tuned_unet_model_gives_the_baseline_the_pretrained_unet(tmp_path):
     p = small_profile()
     p = dataclasses.replace(p, model=dataclasses.replace(p.model, trainable="fusion+unet"))
     m = build_model(p, tmp_path, allow_untrained=True, unet_config=tiny_unet_config(32))
-    with pytest.raises(ValueError, match="fine-tuned"):
-        baselines.baseline_from_model(m)
+    before = {k: v.clone() for k, v in m.unet.unet.state_dict().items()}
+    with torch.no_grad():  # what fine-tuning does to the model's own backbone
+        for v in m.unet.unet.parameters():
+            v.add_(0.5)
+    bl = baselines.baseline_from_model(m)
+    got = bl.unet.unet.state_dict()
+    assert set(got) == set(before) and all(torch.equal(got[k], before[k]) for k in before)
+    assert not torch.equal(m.unet.unet.conv_in.weight, bl.unet.unet.conv_in.weight)
+    assert not any(q.requires_grad for q in bl.unet.unet.parameters())
 
 
 def test_save_and_load_round_trip_and_backend_check(model, tmp_path):

@@ -68,8 +68,11 @@ def test_condition_masks_absent_modalities_per_sample(pristine):
     assert (att["AV"][[1, 2]] == 0).all() and (att["Age"][[1, 3]] == 0).all()
 
 
-def test_gradients_reach_trainable_parts_and_not_frozen_ones(pristine):
-    model = copy.deepcopy(pristine).train()
+@pytest.mark.parametrize("mode", ["fusion", "fusion+unet"])
+def test_gradients_reach_trainable_parts_and_not_frozen_ones(pristine, mode):
+    model = copy.deepcopy(pristine)
+    model.set_trainable(mode)
+    model.train()
     with torch.no_grad():  # as after a first optimizer step: the zero-initialised projection has moved
         model.unet.cond_proj.weight.normal_(0, 1e-2)
     terms, _ = model(_conditions(), t0=20, n_inv_steps=2, n_gen_steps=2)
@@ -77,7 +80,8 @@ def test_gradients_reach_trainable_parts_and_not_frozen_ones(pristine):
     frozen_with_grad = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
     assert not frozen_with_grad
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    assert not any(n.startswith(("unet.unet.", "encoders.multimodal.clip", "encoders.arcface")) for n in trainable)
+    assert not any(n.startswith(("encoders.multimodal.clip", "encoders.arcface", "encoders.vgg")) for n in trainable)
+    assert any(n.startswith("unet.unet.") for n in trainable) == (mode == "fusion+unet")
     # the "no reference" embeddings only act when a sample has no I_ref; every face here has one
     silent = {"conditioning.null_identity", "conditioning.null_appearance"}
     no_grad = [n for n, p in trainable.items() if n not in silent
