@@ -4,15 +4,18 @@
 What it is: the *same* pretrained DDPM inside the *same* ``ConditionalUNet`` class, conditioned on
 c = f_T (the frozen CLIP text feature of the target caption, 512-d) through a zero-initialised projection
 added to the timestep embedding -- no audio, age or emotion encoders, no fusion, no reference-image slots.
-Only that projection trains (as only ClipFaceFusion's conditioning path trains under ``trainable: fusion``),
-with DiffusionCLIP's objective: λ_CLIP · directional CLIP loss (``losses.DirectionalClipLoss``, caption vs
+What trains follows the profile's ``model.trainable``, so both methods get the same freedom: the projection
+alone under ``fusion`` (as only ClipFaceFusion's conditioning path trains then), the projection and the UNet
+under ``fusion+unet`` (as ClipFaceFusion's UNet is fine-tuned then, and as DiffusionCLIP fine-tunes its
+whole model); same learning rate, steps and training chain length (``ddim.n_train_steps``). The objective is
+DiffusionCLIP's: λ_CLIP · directional CLIP loss (``losses.DirectionalClipLoss``, caption vs
 source caption, I_ref = the face) + λ_L1 · |I_gen − I_ref|₁ + λ_ID · ``losses.IdentityLoss``, full backprop
 through a short reverse chain from the unconditional inversion (as ``cff_lib.training``).
 
 How it differs from DiffusionCLIP (Kim et al., 2022): DiffusionCLIP fine-tunes *the whole* diffusion model
 *once per target text* (one model per attribute, e.g. "old", "smiling"), with ID loss off for most faces.
-Here one small projection is trained once over the composite set's many captions, so one model serves every
-caption, and the UNet's weights stay the pretrained ones. It is therefore a text-only *conditional* editor
+Here one model is trained once over the composite set's many captions, so it serves every caption. It is
+therefore a text-only *conditional* editor
 on the same footing as ClipFaceFusion, not a reimplementation of DiffusionCLIP's per-text fine-tuning.
 With an untrained (zero) projection it reproduces the unconditioned reconstruction exactly.
 """
@@ -42,7 +45,7 @@ L1_WEIGHT = 0.3  # λ_L1 of the pixel term (our choice; DiffusionCLIP's configs 
 class BaselineOptions:
     steps: int = 0  # optimizer steps; 0 = as many as the shipped ClipFaceFusion model took (its provenance
     # record), else the profile's epochs × ⌈n_train / batch_size⌉
-    train_ddim_steps: int = 6  # reverse/inversion DDIM steps while training (DiffusionCLIP's n_train_step)
+    train_ddim_steps: int | None = None  # reverse/inversion DDIM steps while training (None: ddim.n_train_steps)
     l1_weight: float = L1_WEIGHT
     max_grad_norm: float = 1.0
 
@@ -50,11 +53,13 @@ class BaselineOptions:
 class TextOnlyBaseline(nn.Module):
     """ε_θ(x_t, t, c = f_T(caption)): the pretrained UNet + a zero-init projection of the CLIP text feature."""
 
-    def __init__(self, plain_unet: nn.Module, clip: nn.Module):
+    def __init__(self, plain_unet: nn.Module, clip: nn.Module, train_unet: bool = False):
         super().__init__()
         self.unet = ConditionalUNet(plain_unet, 512)
         self.unet.requires_grad_(False)
         self.unet.cond_proj.requires_grad_(True)
+        self.unet.unet.requires_grad_(bool(train_unet))  # profile model.trainable 'fusion+unet'
+        self.train_unet = bool(train_unet)
         self.clip = clip  # frozen CLIP (the model's), not part of the state
 
     @property
@@ -82,7 +87,8 @@ def baseline_from_model(model) -> TextOnlyBaseline:
     """A fresh baseline on ``model``'s *pretrained* UNet (a copy, never the fine-tuned one under
     ``trainable='fusion+unet'``: ``ClipFaceFusion.pretrained_unet``) and frozen CLIP."""
     plain = model.pretrained_unet()
-    return TextOnlyBaseline(plain, model.encoders.multimodal.clip).to(model.device)
+    return TextOnlyBaseline(plain, model.encoders.multimodal.clip,
+                            train_unet="unet" in model.trainable).to(model.device)
 
 
 def _batches(profile, n_steps: int, seed: int):
@@ -138,7 +144,8 @@ def train_baseline(baseline: TextOnlyBaseline, model, profile, options: Baseline
         n_train = len([s for s in load_composite(profile).split("train") if s.image is not None])
         n_steps = options.steps or _model_steps(profile) or schedule_length(profile, n_train)
         batches = _batches(profile, n_steps, profile.train.seed)
-    k = max(1, min(options.train_ddim_steps, profile.ddim.n_gen_steps, profile.ddim.n_inv_steps))
+    k = profile.ddim.n_train_steps if options.train_ddim_steps is None else options.train_ddim_steps
+    k = max(1, min(k, profile.ddim.n_gen_steps, profile.ddim.n_inv_steps))
     params = [p for p in baseline.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=profile.train.learning_rate, weight_decay=profile.train.weight_decay)
     torch.manual_seed(profile.train.seed)
@@ -159,6 +166,12 @@ def train_baseline(baseline: TextOnlyBaseline, model, profile, options: Baseline
     return history
 
 
+def _trained_state(baseline: TextOnlyBaseline) -> dict[str, torch.Tensor]:
+    """The tensors the baseline trains, by their state-dict names (the projection; the UNet too if it trains)."""
+    parts = ("unet.cond_proj.", "unet.unet.") if baseline.train_unet else ("unet.cond_proj.",)
+    return {k: v.detach().cpu().contiguous() for k, v in baseline.state_dict().items() if k.startswith(parts)}
+
+
 def _path(profile, weights_dir=None) -> Path:
     from cff_lib.model import weights_root
 
@@ -170,7 +183,7 @@ def save_baseline(baseline: TextOnlyBaseline, model, profile, history, wall_s: f
 
     path = _path(profile, weights_dir)
     tail = [h["loss"] for h in history[-max(1, len(history) // 10):]]
-    save_weights({k: v.detach().cpu() for k, v in baseline.unet.cond_proj.state_dict().items()}, path,
+    save_weights(_trained_state(baseline), path,
                  profile=profile, kind=BASELINE_KIND,
                  command=f"python -c \"from cff_lib import baselines; baselines.cli('{profile.name}')\"",
                  metrics={"final_train_loss": float(np.mean(tail)) if tail else float("nan"), "train_wall_s": wall_s},
@@ -194,7 +207,11 @@ def load_baseline(model, profile, weights_dir=None) -> tuple[TextOnlyBaseline, d
     if rec.config.get("backend_digests") != want:
         raise ValueError(f"{loaded.path} was trained on other backend weights; retrain it")
     baseline = baseline_from_model(model)
-    baseline.unet.cond_proj.load_state_dict({k: v.to(baseline.device) for k, v in loaded.tensors.items()})
+    mine = _trained_state(baseline)
+    if set(loaded.tensors) != set(mine):
+        raise ValueError(f"{loaded.path} holds {sorted(loaded.tensors)[:3]}..., this baseline trains "
+                         f"{sorted(mine)[:3]}... (model.trainable changed); retrain it")
+    baseline.load_state_dict({k: v.to(baseline.device) for k, v in loaded.tensors.items()}, strict=False)
     return baseline.eval(), {"path": str(loaded.path), "sha256": rec.sha256, "steps": rec.config.get("steps"),
                              "trained": False, "final_train_loss": rec.metrics.get("final_train_loss")}
 

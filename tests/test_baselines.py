@@ -46,10 +46,16 @@ def test_condition_and_edit_shapes(model):
     assert out.shape == batch["image"].shape and out.min() >= -1 and out.max() <= 1
 
 
-def test_only_the_projection_trains_and_the_unet_is_a_copy(model):
+@pytest.mark.parametrize("mode", ["fusion", "fusion+unet"])
+def test_what_trains_follows_the_profile_and_the_unet_is_a_copy(mode, tmp_path):
+    p = small_profile()
+    p = dataclasses.replace(p, model=dataclasses.replace(p.model, trainable=mode))
+    model = build_model(p, tmp_path, allow_untrained=True, unet_config=tiny_unet_config(32))
     bl = baselines.baseline_from_model(model)
-    trainable = {n for n, p in bl.named_parameters() if p.requires_grad}
-    assert trainable == {"unet.cond_proj.weight", "unet.cond_proj.bias"}
+    trainable = {n for n, q in bl.named_parameters() if q.requires_grad}
+    projection = {"unet.cond_proj.weight", "unet.cond_proj.bias"}
+    unet = {f"unet.unet.{n}" for n, _ in model.unet.unet.named_parameters()}
+    assert trainable == (projection | unet if mode == "fusion+unet" else projection)
     assert bl.unet.unet is not model.unet.unet
     for a, b in zip(bl.unet.unet.parameters(), model.unet.unet.parameters(), strict=True):
         assert torch.equal(a, b)
@@ -63,8 +69,11 @@ def test_zero_init_baseline_reproduces_reconstruction_exactly(model):
     assert torch.equal(edited, recon.clamp(-1, 1))
 
 
-def test_a_few_steps_lower_the_loss(model):
-    p = small_profile(learning_rate=5e-2, weight_decay=0.0)
+@pytest.mark.parametrize("mode, lr", [("fusion", 5e-2), ("fusion+unet", 1e-3)])
+def test_a_few_steps_lower_the_loss(mode, lr, tmp_path):
+    p = small_profile(learning_rate=lr, weight_decay=0.0)
+    p = dataclasses.replace(p, model=dataclasses.replace(p.model, trainable=mode))
+    model = build_model(p, tmp_path, allow_untrained=True, unet_config=tiny_unet_config(32)).eval()
     bl = baselines.baseline_from_model(model)
     batch = _batch()
     opts = baselines.BaselineOptions(train_ddim_steps=2)
@@ -87,7 +96,7 @@ def test_fine_tuned_unet_model_gives_the_baseline_the_pretrained_unet(tmp_path):
     got = bl.unet.unet.state_dict()
     assert set(got) == set(before) and all(torch.equal(got[k], before[k]) for k in before)
     assert not torch.equal(m.unet.unet.conv_in.weight, bl.unet.unet.conv_in.weight)
-    assert not any(q.requires_grad for q in bl.unet.unet.parameters())
+    assert all(q.requires_grad for q in bl.unet.unet.parameters())  # its own copy fine-tunes, as the model's
 
 
 def test_save_and_load_round_trip_and_backend_check(model, tmp_path):
@@ -95,9 +104,11 @@ def test_save_and_load_round_trip_and_backend_check(model, tmp_path):
     bl = baselines.baseline_from_model(model)
     with torch.no_grad():
         bl.unet.cond_proj.weight.normal_()
+        bl.unet.unet.conv_in.weight.add_(0.25)  # ci fine-tunes the UNet too: it must round-trip
     baselines.save_baseline(bl, model, p, [{"loss": 1.0}], 0.1, tmp_path)
     loaded, info = baselines.load_baseline(model, p, tmp_path)
     assert torch.equal(loaded.unet.cond_proj.weight, bl.unet.cond_proj.weight)
+    assert torch.equal(loaded.unet.unet.conv_in.weight, bl.unet.unet.conv_in.weight)
     assert info["trained"] is False
     saved = dict(model.backend_digests)
     try:
