@@ -135,15 +135,20 @@ def _model_steps(profile) -> int:
 
 
 def train_baseline(baseline: TextOnlyBaseline, model, profile, options: BaselineOptions = BaselineOptions(),
-                   batches=None) -> list[dict[str, float]]:
-    """AdamW on the projection over composite train batches (or the given ``batches``: collated dicts with
-    ``image``, ``caption``, ``source_caption``); returns the per-step loss history."""
+                   batches=None, progress: bool = True) -> list[dict[str, float]]:
+    """AdamW on what the baseline trains over composite train batches (or the given ``batches``: collated dicts
+    with ``image``, ``caption``, ``source_caption``); returns the per-step loss history."""
+    from tqdm.auto import tqdm
+
     from cff_lib.training import load_composite, schedule_length
 
+    n_steps = None
     if batches is None:
         n_train = len([s for s in load_composite(profile).split("train") if s.image is not None])
         n_steps = options.steps or _model_steps(profile) or schedule_length(profile, n_train)
         batches = _batches(profile, n_steps, profile.train.seed)
+    batches = tqdm(batches, total=n_steps, desc=f"text-only baseline {profile.name}", unit="step",
+                   disable=not progress)
     k = profile.ddim.n_train_steps if options.train_ddim_steps is None else options.train_ddim_steps
     k = max(1, min(k, profile.ddim.n_gen_steps, profile.ddim.n_inv_steps))
     params = [p for p in baseline.parameters() if p.requires_grad]
@@ -163,6 +168,7 @@ def train_baseline(baseline: TextOnlyBaseline, model, profile, options: Baseline
         torch.nn.utils.clip_grad_norm_(params, options.max_grad_norm)
         opt.step()
         history.append({"step": step + 1, **{n: float(v.detach()) for n, v in terms.items()}})
+        batches.set_postfix(loss=f"{history[-1]['loss']:.4f}")
     return history
 
 
