@@ -12,8 +12,11 @@ emotion estimator and ArcFace of ``model.encoders``):
   emotion, audio where the row has a clip, the face as I_ref). No per-image optimisation.
 
 Per variant: ``age_mae`` = mean |AgeEst(I) − target age| (years, lower is better), ``emotion_accuracy`` =
-fraction with argmax EmoEst(I) = target emotion, ``identity_similarity`` = mean ArcFace cosine to the source
-face (1 for the source itself). Control shows as ``edited`` beating ``reconstruction`` on the first two
+fraction with argmax EmoEst(I) = target emotion, ``target_emotion_prob`` = mean softmax probability EmoEst
+gives the target emotion (the reading itself, not only its argmax), ``identity_similarity`` = mean ArcFace
+cosine to the source face (1 for the source itself) and, given ArcFace's verification threshold (its weight
+record's threshold at a false-accept rate of 1%), ``same_identity`` = fraction of faces ArcFace still
+verifies as the source's identity. Control shows as ``edited`` beating ``reconstruction`` on the first two
 while identity stays high. Caveat: the judges are the networks the training loss used (as in the paper,
 whose estimators both guide and evaluate), so the numbers measure control as those networks see it.
 """
@@ -31,7 +34,7 @@ from cff_lib.composite import CompositeSample
 from cff_lib.emotions import EMOTIONS
 
 VARIANTS = ("source", "reconstruction", "edited")
-METRICS = ("age_mae", "emotion_accuracy", "identity_similarity")
+METRICS = ("age_mae", "emotion_accuracy", "target_emotion_prob", "identity_similarity", "same_identity")
 
 
 def control_rows(samples: Sequence[CompositeSample], n: int | None = None) -> list[CompositeSample]:
@@ -47,9 +50,9 @@ def control_rows(samples: Sequence[CompositeSample], n: int | None = None) -> li
 def _readings(model, images: torch.Tensor, reference_id: torch.Tensor) -> dict[str, np.ndarray]:
     enc = model.encoders
     age = enc.age(images).age  # (B,) years
-    emotion = enc.emotion(images).logits.argmax(dim=1)  # (B,)
+    probs = enc.emotion(images).logits.softmax(dim=1)  # (B, 8)
     identity = F.cosine_similarity(enc.arcface(images), reference_id, dim=-1)  # (B,)
-    return {"age": age.cpu().numpy(), "emotion": emotion.cpu().numpy(), "identity": identity.cpu().numpy()}
+    return {"age": age.cpu().numpy(), "emotion_probs": probs.cpu().numpy(), "identity": identity.cpu().numpy()}
 
 
 @torch.no_grad()
@@ -93,7 +96,9 @@ def measure_control(model, profile, samples: Sequence[CompositeSample] | None = 
                         "row": start + j, "image": s.image, "variant": variant,
                         "target_age": float(s.target_age), "target_emotion": s.target_emotion,
                         "source_age": s.source_age, "source_emotion": s.source_emotion,
-                        "age_est": float(r["age"][j]), "emotion_est": EMOTIONS[int(r["emotion"][j])],
+                        "age_est": float(r["age"][j]),
+                        "emotion_est": EMOTIONS[int(r["emotion_probs"][j].argmax())],
+                        "target_emotion_prob": float(r["emotion_probs"][j][EMOTIONS.index(s.target_emotion)]),
                         "identity_similarity": float(r["identity"][j]),
                     })
     finally:
@@ -104,9 +109,13 @@ def measure_control(model, profile, samples: Sequence[CompositeSample] | None = 
     return df
 
 
-def control_table(per_sample):
-    """Summary per variant: n, age_mae, emotion_accuracy, identity_similarity (means over faces)."""
+def control_table(per_sample, identity_threshold: float | None = None):
+    """Summary per variant: n, age_mae, emotion_accuracy, target_emotion_prob, identity_similarity (means
+    over faces) and, with ``identity_threshold`` (an ArcFace cosine), same_identity (fraction at or above it)."""
     import pandas as pd
+
+    if identity_threshold is not None and not -1.0 <= float(identity_threshold) <= 1.0:
+        raise ValueError(f"identity_threshold={identity_threshold!r} must be a cosine in [-1, 1]")
 
     out = []
     for variant in VARIANTS:
@@ -115,19 +124,25 @@ def control_table(per_sample):
             continue
         out.append({"variant": variant, "n": int(len(part)), "age_mae": float(part["age_error"].mean()),
                     "emotion_accuracy": float(part["emotion_correct"].mean()),
+                    "target_emotion_prob": float(part["target_emotion_prob"].mean()),
                     "identity_similarity": float(part["identity_similarity"].mean())})
+        if identity_threshold is not None:
+            out[-1]["same_identity"] = float((part["identity_similarity"] >= float(identity_threshold)).mean())
     return pd.DataFrame(out)
 
 
 def control_bar_chart(table):
-    """Three panels (age MAE ↓, emotion accuracy ↑, identity similarity ↑), one bar per variant."""
+    """One panel per metric of ``table`` (age MAE ↓, emotion accuracy ↑, target-emotion probability ↑,
+    identity similarity ↑, same identity ↑ when present), one bar per variant."""
     import matplotlib.pyplot as plt
 
     titles = {"age_mae": "|age − target| (years) ↓", "emotion_accuracy": "emotion = target ↑",
-              "identity_similarity": "ArcFace cos to source ↑"}
-    fig, axes = plt.subplots(1, 3, figsize=(9, 2.8))
+              "target_emotion_prob": "P(target emotion) ↑", "identity_similarity": "ArcFace cos to source ↑",
+              "same_identity": "verified same identity ↑"}
+    metrics = [m for m in METRICS if m in table.columns]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3 * len(metrics), 2.8))
     colors = {"source": "0.6", "reconstruction": "C1", "edited": "C0"}
-    for ax, metric in zip(axes, METRICS, strict=True):
+    for ax, metric in zip(axes, metrics, strict=True):
         vals = table[metric].to_numpy()
         ax.bar(table["variant"], vals, color=[colors.get(v, "C2") for v in table["variant"]])
         for x, v in enumerate(vals):
@@ -138,3 +153,21 @@ def control_bar_chart(table):
             ax.set_ylim(0, 1.1)
     fig.tight_layout()
     return fig
+
+
+
+def identity_threshold(weights_dir) -> float | None:
+    """ArcFace's verification threshold (cosine at a 1% false-accept rate on clean held-out renders) from its
+    weight record (``weights_dir/arcface.provenance.json``, written by notebooks/02); None where there is no
+    such record (the paper world's pretrained ArcFace: choose a threshold from a verification benchmark)."""
+    from pathlib import Path
+
+    from cff_lib.weights import read_record, weight_paths
+
+    record = weight_paths(Path(weights_dir) / "arcface.safetensors")[1]
+    if not record.is_file():
+        return None
+    value = read_record(record).metrics.get("arcface_threshold_clean")
+    if value is None:
+        raise ValueError(f"{record} has no 'arcface_threshold_clean' metric; retrain ArcFace with notebooks/02")
+    return float(value)

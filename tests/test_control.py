@@ -1,0 +1,80 @@
+"""cff_lib.control: the summary table by hand, the threshold from ArcFace's record, and measure_control on a
+tiny untrained model (zero-initialised projection: the edit *is* the reconstruction, reading for reading)."""
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from cff_lib import control
+from cff_lib.composite import read_composite
+from cff_lib.conditional_unet import tiny_unet_config
+from cff_lib.config import load_profile
+from cff_lib.model import build_model
+from cff_lib.world import COMPOSITE_NAME, ensure_world, manifest_dir
+
+
+def _per_sample():
+    rows = []
+    for variant, ages, emos, probs, ids in [
+        ("source", [40, 10], [0, 0], [0.1, 0.2], [1.0, 1.0]),
+        ("reconstruction", [30, 20], [0, 1], [0.3, 0.5], [0.9, 0.5]),
+        ("edited", [5, 1], [1, 1], [0.8, 0.6], [0.6, 0.3]),
+    ]:
+        for a, e, p, i in zip(ages, emos, probs, ids, strict=True):
+            rows.append({"variant": variant, "age_error": a, "emotion_correct": e, "target_emotion_prob": p,
+                         "identity_similarity": i})
+    return pd.DataFrame(rows)
+
+
+def test_control_table_by_hand():
+    t = control.control_table(_per_sample(), identity_threshold=0.55).set_index("variant")
+    assert t.loc["edited", "age_mae"] == 3.0 and t.loc["reconstruction", "age_mae"] == 25.0
+    assert t.loc["reconstruction", "emotion_accuracy"] == 0.5 and t.loc["edited", "emotion_accuracy"] == 1.0
+    assert t.loc["edited", "target_emotion_prob"] == pytest.approx(0.7)
+    assert t.loc["edited", "identity_similarity"] == pytest.approx(0.45)
+    assert t.loc["edited", "same_identity"] == 0.5 and t.loc["reconstruction", "same_identity"] == 0.5
+    assert t.loc["source", "same_identity"] == 1.0
+    assert "same_identity" not in control.control_table(_per_sample()).columns
+    with pytest.raises(ValueError, match="identity_threshold"):
+        control.control_table(_per_sample(), identity_threshold=3.0)
+
+
+def test_bar_chart_has_a_panel_per_metric():
+    fig = control.control_bar_chart(control.control_table(_per_sample(), identity_threshold=0.5))
+    assert len(fig.axes) == 5
+    assert len(control.control_bar_chart(control.control_table(_per_sample())).axes) == 4
+
+
+def test_identity_threshold_from_the_arcface_record(tmp_path):
+    assert control.identity_threshold(tmp_path) is None  # no record: the paper world
+    record = {"metrics": {"arcface_threshold_clean": 0.4661}}
+    (tmp_path / "arcface.provenance.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError):  # not a whole weight record
+        control.identity_threshold(tmp_path)
+
+
+def test_shipped_toy_record_gives_a_cosine_threshold():
+    from cff_lib.model import weights_root
+
+    value = control.identity_threshold(weights_root(load_profile("toy")))
+    assert value is not None and 0.0 < value < 1.0
+
+
+def test_untrained_model_edit_reads_exactly_as_the_reconstruction(tmp_path):
+    p = load_profile("ci")
+    ensure_world(p, progress=False)  # the ci faces (seconds); its composite set is committed
+    p = dataclasses.replace(p, ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2))
+    torch.set_num_threads(1)
+    model = build_model(p, tmp_path, allow_untrained=True, unet_config=tiny_unet_config(32))
+    rows = control.control_rows(read_composite(manifest_dir(p) / COMPOSITE_NAME).split("val"), 3)
+    df = control.measure_control(model, p, rows, progress=False)
+    assert len(df) == 3 * len(rows) and set(df["variant"]) == set(control.VARIANTS)
+    recon = df[df["variant"] == "reconstruction"].reset_index(drop=True)
+    edited = df[df["variant"] == "edited"].reset_index(drop=True)
+    for col in ("age_est", "emotion_est", "target_emotion_prob", "identity_similarity"):
+        assert recon[col].tolist() == edited[col].tolist(), col
+    src = df[df["variant"] == "source"]
+    assert (src["identity_similarity"] - 1).abs().max() < 1e-5
+    assert df["target_emotion_prob"].between(0, 1).all()
