@@ -155,10 +155,13 @@ def inversion_figure(table):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(6.5, 2.6))
-    axes[0].plot(table["t0"], table["psnr_db"], "o-")
+    groups = table.groupby("unet", sort=False) if "unet" in table else [("reconstruction", table)]
+    for name, part in groups:
+        axes[0].plot(part["t0"], part["psnr_db"], "o-", label=name)
+        axes[1].plot(part["t0"], part["identity_similarity"], "o-", label=name)
     axes[0].set_title("reconstruction PSNR (dB)", fontsize=9)
-    axes[1].plot(table["t0"], table["identity_similarity"], "o-", color="C2")
     axes[1].set_title("ArcFace cos to source", fontsize=9)
+    axes[1].legend(fontsize=7)
     for ax in axes:
         ax.set_xlabel("t0", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -1,13 +1,16 @@
 """Evaluation of ClipFaceFusion against the text-only DiffusionCLIP-style baseline and the plain reconstruction
 (paper "Qualitative results", "Quantitative results", Fig. 4-7, Tables 4-6).
 
-Methods (:data:`METHODS`), all on the same pretrained DDPM, the same inputs and the same DDIM settings
-(the profile's ``ddim`` section; inversion is always unconditional, Eq. 9):
+Methods (:data:`METHODS`), on the same inputs with the same DDIM settings (the profile's ``ddim`` section).
+Each method inverts (unconditionally, Eq. 9) and samples with *its own* UNet, the chain it was trained with
+(:func:`method_unets`); under ``model.trainable: fusion`` all three UNets are the pretrained DDPM:
 
-- ``ClipFaceFusion``: reverse chain conditioned on c of the trained model (all given modalities, I_ref = face);
+- ``ClipFaceFusion``: reverse chain conditioned on c of the trained model (all given modalities, I_ref = face),
+  on the model's UNet (fine-tuned under ``fusion+unet``);
 - ``DiffusionCLIP-style (text only)``: reverse chain conditioned on the CLIP text feature of the caption only
-  (``cff_lib.baselines.TextOnlyBaseline``);
-- ``Reconstruction (inversion → reverse, no condition)``: c = None; what every edit starts from.
+  (``cff_lib.baselines.TextOnlyBaseline``, its own UNet);
+- ``Reconstruction (inversion → reverse, no condition)``: c = None on the pretrained DDPM as loaded
+  (``ClipFaceFusion.pretrained_unet``): what the backbone gives back before anyone edits.
 
 Evaluation units. The held-out pool is the composite ``val`` split's rows with a face, a target age and a
 target emotion (``control.control_rows``; faces of held-out identities). DDIM is deterministic (η = 0), so a
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +65,8 @@ CFF = "ClipFaceFusion"
 TEXT_ONLY = "DiffusionCLIP-style (text only)"
 RECON = "Reconstruction (inversion → reverse, no condition)"
 METHODS = (CFF, TEXT_ONLY, RECON)
+EVAL_PROTOCOL = 2  # bump when what evaluate() computes changes, so cached evaluations are recomputed
+# (2: each method inverts with its own UNet; the reconstruction runs on the pretrained DDPM)
 FID_EXTRACTOR = "synthetic CLIP image encoder (512-d)"
 INVERSION_T0 = (300, 400, 500, 600)
 SWEEP_FACES = 64  # faces of the inversion-fidelity table and the Fig. 6 sweep (first seed's rows, at most this)
@@ -177,7 +183,8 @@ def _check_batch(images: Any, conditions: Mapping[str, Any]) -> None:
 @torch.no_grad()
 def run_methods(model, baseline, images: torch.Tensor, conditions: Mapping[str, Any], seed: int, profile, *,
                 methods: Sequence[str] = METHODS) -> dict[str, torch.Tensor]:
-    """Edited images (B, 3, H, W) in [-1, 1] per method, from one shared unconditional inversion.
+    """Edited images (B, 3, H, W) in [-1, 1] per method, each inverted and sampled on its own UNet
+    (:func:`method_unets`; one inversion per distinct UNet).
 
     ``seed`` seeds torch before the run (DDIM is deterministic, so it only matters for stochastic layers).
     """
@@ -191,16 +198,51 @@ def run_methods(model, baseline, images: torch.Tensor, conditions: Mapping[str, 
     s = _ddim_settings(profile)
     model.eval()
     images = images.to(model.device)
-    x_t0 = ddim.invert(model.unet, images, None, s["t0"], s["n_inv_steps"], spacing=s["spacing"])  # Eq. 9
+    unets = method_unets(model, baseline, methods)
+    inverted: dict[str, torch.Tensor] = {}  # one inversion per distinct UNet
+    out = {}
+    for m in methods:
+        key, unet = unets[m]
+        if key not in inverted:  # 1. x_t0 = DDIM inversion of the face to t0 with c = None (Eq. 9)
+            inverted[key] = ddim.invert(unet, images, None, s["t0"], s["n_inv_steps"], spacing=s["spacing"])
+        if m == CFF:  # 2. the condition: c of the fusion, or the caption's CLIP feature, or none
+            c = model.condition({**conditions, "reference": images}).c
+        elif m == TEXT_ONLY:
+            c = baseline.condition(conditions["caption"])
+        else:
+            c = None
+        # 3. the conditioned reverse DDIM chain from x_t0 (Eq. 30)
+        out[m] = ddim.sample(unet, inverted[key], c, s["t0"], s["n_gen_steps"], spacing=s["spacing"]).clamp(-1, 1)
+    return out
+
+
+_BACKBONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its pretrained DDPM
+
+
+def pretrained_backbone(model) -> torch.nn.Module:
+    """The DDPM as loaded, before any fine-tuning (``model.pretrained_unet()`` in a ConditionalUNet, always
+    run with c = None), built once per model."""
+    from cff_lib.conditional_unet import ConditionalUNet
+
+    plain = _BACKBONES.get(model)
+    if plain is None or next(plain.parameters()).device != model.device:
+        plain = ConditionalUNet(model.pretrained_unet(), model.unet.cond_dim).to(model.device)
+        plain = _BACKBONES[model] = plain.requires_grad_(False).eval()
+    return plain
+
+
+def method_unets(model, baseline, methods: Sequence[str] = METHODS) -> dict[str, tuple[str, torch.nn.Module]]:
+    """Per method, (which UNet, the UNet) it inverts and samples with. Methods whose UNet is the unmodified
+    pretrained DDPM share the key ``"pretrained"`` (and so one inversion): ClipFaceFusion under
+    ``trainable='fusion'``, a baseline that does not train its UNet, and the reconstruction always."""
     out = {}
     for m in methods:
         if m == CFF:
-            c, unet = model.condition({**conditions, "reference": images}).c, model.unet
+            out[m] = ("clipfacefusion", model.unet) if "unet" in model.trainable else ("pretrained", model.unet)
         elif m == TEXT_ONLY:
-            c, unet = baseline.condition(conditions["caption"]), baseline.unet
+            out[m] = ("baseline", baseline.unet) if baseline.train_unet else ("pretrained", baseline.unet)
         else:
-            c, unet = None, model.unet
-        out[m] = ddim.sample(unet, x_t0, c, s["t0"], s["n_gen_steps"], spacing=s["spacing"]).clamp(-1, 1)
+            out[m] = ("pretrained", pretrained_backbone(model))
     return out
 
 
@@ -397,7 +439,8 @@ def _cache_key(model, baseline_info: Mapping[str, Any], profile, seeds, n, metho
     from cff_lib.weights import sha256_file
 
     trained = weights_root(profile) / MODEL_FILE
-    return {"profile": profile.name, "fingerprint": profile.fingerprint(), "seeds": list(seeds), "n_samples": n,
+    return {"protocol": EVAL_PROTOCOL, "profile": profile.name, "fingerprint": profile.fingerprint(),
+            "seeds": list(seeds), "n_samples": n,
             "methods": list(methods), "backends": dict(model.backend_digests),
             "model_sha256": sha256_file(trained) if trained.is_file() else "absent",
             "baseline_sha256": baselines_sha(baseline_info)}
@@ -452,16 +495,23 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def inversion_fidelity(model, profile, images: torch.Tensor, t0s: Sequence[int] = INVERSION_T0,
                        lpips_backend: str = "synthetic"):
-    """Reconstruction (invert to t0, reverse with c = None) before any edit: PSNR, LPIPS, identity per t0."""
+    """Reconstruction (invert to t0, reverse with c = None) before any edit: PSNR, LPIPS, identity per t0.
+
+    Rows for the pretrained DDPM as loaded (``unet = "pretrained DDPM"``) and, when the model fine-tunes its
+    UNet (``trainable='fusion+unet'``), for ClipFaceFusion's UNet with c = None too (``"ClipFaceFusion UNet"``):
+    what fine-tuning costs the unconditioned chain."""
     import pandas as pd
 
     _check_batch(images, {"caption": [""] * int(getattr(images, "shape", [0])[0])})
     ctx = metric_context(model, lpips_backend)
     d, rows = profile.ddim, []
-    for t0 in t0s:
+    unets = [("pretrained DDPM", pretrained_backbone(model))]
+    if "unet" in model.trainable:
+        unets.append(("ClipFaceFusion UNet", model.unet))
+    for (name, unet), t0 in ((u, t) for u in unets for t in t0s):
         steps = min(d.n_gen_steps, int(t0))
-        rec = ddim.edit(model.unet, images, None, int(t0), steps, steps, spacing=d.spacing).clamp(-1, 1)
-        rows.append({"t0": int(t0), "n_images": images.shape[0], "steps": steps,
+        rec = ddim.edit(unet, images, None, int(t0), steps, steps, spacing=d.spacing).clamp(-1, 1)
+        rows.append({"unet": name, "t0": int(t0), "n_images": images.shape[0], "steps": steps,
                      "psnr_db": float(np.mean(psnr(rec, images))), "lpips": ctx.lpips(rec, images).mean,
                      "identity_similarity": metrics.identity_similarity(model.encoders.arcface, rec, images).mean,
                      "ssim": metrics.ssim(rec, images).mean})
@@ -543,7 +593,8 @@ def claims_measured(ev: Evaluation, claims, profile, ttests=None) -> tuple[dict,
             metric, method = CLAIM_COLUMNS[c.column][0], CLAIM_ROWS[c.row]
             m, s = _nan_mean_std(ev.per_seed[method][metric])
             if math.isfinite(m):
-                note = "" if c.row == "ClipFaceFusion" else "; DiffusionCLIP = our text-only baseline, same DDPM"
+                note = ("" if c.row == "ClipFaceFusion"
+                        else "; DiffusionCLIP = our text-only baseline, same pretrained DDPM")
                 note += "; LPIPS-VGG(synthetic), not LPIPS-alex" if metric == "lpips" else ""
                 measured[c.key] = (m, s, prov + note)
             else:

@@ -73,6 +73,37 @@ def test_run_methods_gives_one_batch_per_method_and_zero_baseline_equals_reconst
     assert torch.equal(out[evaluation.TEXT_ONLY], out[evaluation.RECON])
 
 
+def test_each_method_runs_on_its_own_unet_and_reconstruction_on_the_pretrained_ddpm(tmp_path):
+    """Fine-tuning ClipFaceFusion's UNet must change its edits only: the reconstruction stays the pretrained
+    DDPM's, and the baseline inverts with its own UNet (not with ClipFaceFusion's)."""
+    import copy
+
+    from cff_lib import ddim
+
+    p = small_profile()
+    model = build_model(p, tmp_path, allow_untrained=True, unet_config=tiny_unet_config(32)).eval()
+    bl = baselines.baseline_from_model(model).eval()
+    images, conds = _inputs()
+    before = evaluation.run_methods(model, bl, images, conds, 42, p)
+    with torch.no_grad():  # stand-in for fine-tuning: move the model's backbone weights
+        for w in model.unet.unet.parameters():
+            w.add_(0.05 * torch.randn_like(w))
+    keys = {m: k for m, (k, _) in evaluation.method_unets(model, bl).items()}
+    assert keys == {evaluation.CFF: "clipfacefusion", evaluation.TEXT_ONLY: "baseline",
+                    evaluation.RECON: "pretrained"}
+    after = evaluation.run_methods(model, bl, images, conds, 42, p)
+    assert torch.equal(after[evaluation.RECON], before[evaluation.RECON])
+    assert torch.equal(after[evaluation.TEXT_ONLY], before[evaluation.TEXT_ONLY])
+    assert not torch.allclose(after[evaluation.CFF], before[evaluation.CFF])
+    d = p.ddim
+    own = ddim.edit(model.unet, images, model.condition({**conds, "reference": images}).c, d.t0,
+                    d.n_inv_steps, d.n_gen_steps, spacing=d.spacing).clamp(-1, 1)
+    torch.testing.assert_close(after[evaluation.CFF], own)
+    frozen = copy.deepcopy(model)
+    frozen.set_trainable("fusion")
+    assert evaluation.method_unets(frozen, bl)[evaluation.CFF][0] == "pretrained"
+
+
 def test_run_methods_rejects_bad_input(setup):
     p, model, bl = setup
     images, conds = _inputs()
@@ -152,7 +183,11 @@ def test_inversion_fidelity_and_integration_sweep(setup):
     p, model, bl = setup
     images, conds = _inputs()
     inv = evaluation.inversion_fidelity(model, p, images, t0s=(10, 20))
-    assert list(inv["t0"]) == [10, 20] and (inv["psnr_db"] > 0).all()
+    assert model.trainable == "fusion+unet"  # ci: both the pretrained DDPM and the model's UNet are reported
+    assert list(inv["unet"]) == ["pretrained DDPM"] * 2 + ["ClipFaceFusion UNet"] * 2
+    assert list(inv["t0"]) == [10, 20, 10, 20] and (inv["psnr_db"] > 0).all()
+    # untrained: the model's UNet still is the pretrained one, so both halves read the same
+    np.testing.assert_allclose(inv["psnr_db"][:2].to_numpy(), inv["psnr_db"][2:].to_numpy(), rtol=1e-5)
     sweep = evaluation.integration_sweep(model, p, images, conds, 42, levels=(0.0, 0.5, 1.0))
     assert list(sweep["n_with_reference"]) == [0, 2, 4]
     with pytest.raises(ValueError, match="must lie in"):
