@@ -14,11 +14,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:
-    """Short commit of the working tree, with ``+dirty`` when it has uncommitted changes; "unknown" outside git."""
+    """Short commit of the working tree, with ``+dirty`` when it has uncommitted changes outside ``figures/``
+    (the runner's own outputs, rewritten while it runs, do not make the code dirty); "unknown" outside git."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=repo, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)figures"], cwd=repo,
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
