@@ -18,6 +18,11 @@ with a verdict (:func:`judge`):
   one (quoted baselines with no runnable editor here; the user study, which needs human raters).
 - ``not measured``: no regenerated value and no reason -- a gap the notebook must close or explain.
 
+When the regenerated values come from a stand-in (``stand_in`` = why they are not comparable, e.g. the
+synthetic world: other data, other judges), a result is never called reproduced: ``within ± (stand-in)``
+and ``differs (stand-in)`` replace ``reproduced`` and ``differs``, and the verdict says why. Settings stay
+``adopted``.
+
 Regenerated values are in the claim's unit (percent for "Age Acc" / "Emo Acc", as printed).
 """
 from __future__ import annotations
@@ -33,6 +38,8 @@ from cff_lib.atomic import atomic_write_text
 LEDGER = Path(__file__).resolve().parent / "paper_claims.yaml"
 KINDS = ("measurement", "setting", "bound", "human")
 DEFAULT_REL_TOL = 0.05  # relative tolerance where the paper prints no ±
+SYNTHETIC_WORLD = ("synthetic world: other data, small stand-in models and judges; the number is not "
+                   "comparable to the paper's")
 TABLE_ORDER = ("Table 3", "Table 4", "Table 5", "Table 6", "Table 7", "Table 8", "User study")
 
 ClaimKey = tuple[str, str, str]
@@ -112,8 +119,19 @@ def _check_measured(m: Any, key: ClaimKey) -> tuple[float, float | None, str]:
 
 
 def judge(claim: Claim, measured: tuple | None, reason: str | None = None,
-          rel_tol: float = DEFAULT_REL_TOL) -> Verdict:
-    """Verdict for one claim given its regenerated ``(mean, std, provenance)`` or a ``reason`` (see module)."""
+          rel_tol: float = DEFAULT_REL_TOL, stand_in: str | None = None) -> Verdict:
+    """Verdict for one claim given its regenerated ``(mean, std, provenance)`` or a ``reason`` (see module);
+    ``stand_in``: why regenerated results are not comparable to the paper's (then nothing is "reproduced")."""
+    verdict = _compare(claim, measured, reason, rel_tol)
+    if stand_in and claim.kind != "setting" and verdict.status in ("reproduced", "differs"):
+        if verdict.status == "reproduced":
+            return Verdict("within ± (stand-in)", f"within the paper's tolerance, not a reproduction: {stand_in}",
+                           verdict.tolerance)
+        return Verdict("differs (stand-in)", f"{verdict.text}; {stand_in}", verdict.tolerance)
+    return verdict
+
+
+def _compare(claim: Claim, measured: tuple | None, reason: str | None, rel_tol: float) -> Verdict:
     if measured is not None and reason is not None:
         raise ValueError(f"claim {claim.key} has both a measured value and a reason; give one")
     if measured is None:
@@ -154,10 +172,10 @@ def _md(s: str) -> str:
 
 def claims_report(claims: list[Claim], measured: Mapping[ClaimKey, tuple | None],
                   reasons: Mapping[ClaimKey, str] | None = None, rel_tol: float = DEFAULT_REL_TOL,
-                  title: str = "Paper claims vs regenerated values") -> str:
+                  title: str = "Paper claims vs regenerated values", stand_in: str | None = None) -> str:
     """Markdown: one section per table, one row per claim, the paper's and the regenerated numbers in
     separate columns, and a verdict. ``measured`` / ``reasons`` are keyed by ``Claim.key``; unknown keys
-    raise ValueError (a typo must not silently leave a claim unmeasured)."""
+    raise ValueError (a typo must not silently leave a claim unmeasured). ``stand_in``: see :func:`judge`."""
     if not claims:
         raise ValueError("claims is empty")
     if not (isinstance(rel_tol, (int, float)) and 0 <= rel_tol < 1):
@@ -169,7 +187,7 @@ def claims_report(claims: list[Claim], measured: Mapping[ClaimKey, tuple | None]
         unknown = [k for k in d if k not in known]
         if unknown:
             raise ValueError(f"{name} has keys that are not claims: {unknown[:3]}")
-    verdicts = [(c, judge(c, measured.get(c.key), reasons.get(c.key), rel_tol)) for c in claims]
+    verdicts = [(c, judge(c, measured.get(c.key), reasons.get(c.key), rel_tol, stand_in)) for c in claims]
     counts: dict[str, int] = {}
     for _, v in verdicts:
         counts[v.status] = counts.get(v.status, 0) + 1
@@ -178,6 +196,10 @@ def claims_report(claims: list[Claim], measured: Mapping[ClaimKey, tuple | None]
              f"Verdict rule: reproduced = within the paper's ± (or ±{rel_tol:.0%} of the value where none is "
              "printed; '< x' bounds by comparison); adopted = a Table 3 setting the run used exactly (configuration "
              "copied from the paper, not a result). Paper and regenerated numbers are separate columns.", ""]
+    if stand_in:
+        lines += [f"The regenerated values come from a stand-in run ({stand_in}), so no result is called "
+                  "reproduced: 'within ± (stand-in)' and 'differs (stand-in)' only say how the numbers compare.",
+                  ""]
     tables = sorted({c.table for c in claims},
                     key=lambda t: (TABLE_ORDER.index(t) if t in TABLE_ORDER else len(TABLE_ORDER), t))
     for table in tables:
@@ -201,8 +223,9 @@ def claims_report(claims: list[Claim], measured: Mapping[ClaimKey, tuple | None]
 def write_claims_report(path: str | os.PathLike, claims: list[Claim],
                         measured: Mapping[ClaimKey, tuple | None],
                         reasons: Mapping[ClaimKey, str] | None = None,
-                        rel_tol: float = DEFAULT_REL_TOL, title: str = "Paper claims vs regenerated values") -> Path:
+                        rel_tol: float = DEFAULT_REL_TOL, title: str = "Paper claims vs regenerated values",
+                        stand_in: str | None = None) -> Path:
     """Write :func:`claims_report` to ``path`` atomically; returns the path."""
-    text = claims_report(claims, measured, reasons, rel_tol=rel_tol, title=title)
+    text = claims_report(claims, measured, reasons, rel_tol=rel_tol, title=title, stand_in=stand_in)
     atomic_write_text(path, text + "\n")
     return Path(path)

@@ -764,12 +764,13 @@ REPORT_NAME = "claims_report.md"
 
 def write_report(figures_root, ev: Evaluation, profile, ttests=None) -> str:
     """Write ``figures_root/claims_report.md`` (claims.write_claims_report) and return its text."""
-    from cff_lib.claims import load_claims, write_claims_report
+    from cff_lib.claims import SYNTHETIC_WORLD, load_claims, write_claims_report
 
     claims = load_claims()
     measured, reasons = claims_measured(ev, claims, profile, ttests)
     path = write_claims_report(Path(figures_root) / REPORT_NAME, claims, measured, reasons,
-                               title=f"Paper claims vs regenerated values (profile {profile.name})")
+                               title=f"Paper claims vs regenerated values (profile {profile.name})",
+                               stand_in=SYNTHETIC_WORLD if profile.data.world == "synthetic" else None)
     return path.read_text()
 
 

@@ -133,6 +133,19 @@ def test_verdicts():
         judge(no_pm, (0.8, None, "x"), reason="y")
 
 
+def test_a_stand_in_run_never_reproduces_a_result():
+    with_pm = _claim(value=0.921, pm=0.006)
+    v = judge(with_pm, (0.925, 0.01, "toy"), stand_in="synthetic world")
+    assert v.status == "within ± (stand-in)" and "not a reproduction: synthetic world" in v.text
+    v = judge(with_pm, (0.900, 0.01, "toy"), stand_in="synthetic world")
+    assert v.status == "differs (stand-in)" and v.text.startswith("differs by -0.021")
+    assert judge(_claim(value=0.01, kind="bound"), (0.004, None, "t"), stand_in="s").status == "within ± (stand-in)"
+    assert judge(_claim(value=16, kind="setting"), (16, None, "preset"), stand_in="s").status == "adopted"
+    assert judge(_claim(not_reproducible="quoted"), None, stand_in="s").status == "not reproducible here"
+    text = claims_report([with_pm], {with_pm.key: (0.925, 0.01, "toy")}, stand_in="synthetic world")
+    assert "1 within ± (stand-in)" in text and "reproduced." not in text.split("\n")[2]
+
+
 def test_report_separates_paper_and_measured(claims, tmp_path):
     key = ("Table 7", "Full ClipFaceFusion", "SSIM")
     measured = {key: (0.5, 0.02, "ci profile, seeds 42 43")}
