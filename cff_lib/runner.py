@@ -114,6 +114,7 @@ def reproduce(profile_name: str, *, figures_dir: str = "", build_dir: str = "", 
                 results.append(NotebookResult(book.name, "failed", float("nan"), str(out)))
                 raise
             results.append(NotebookResult(book.name, "ok", wall, str(out)))
+            _write_provenance(figs, stamp, results)  # after each notebook: a killed run keeps what it did
             over = " (over the profile's budget)" if wall > profile.runner.notebook_budget_s else ""
             echo(f"   ok in {wall:.1f} s{over}")
     finally:
