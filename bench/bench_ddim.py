@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import resource
 import statistics
@@ -148,8 +149,12 @@ def _measure_once(args, mode: str, steps: int) -> float:
     cmd = [sys.executable, os.path.abspath(__file__), "--_child", mode, str(steps)]
     cmd += ["--batch", str(args.batch), "--device", args.device] + (["--paper"] if args.paper else [])
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")  # see the module docstring
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_mib"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if run.returncode != 0:
+        if "OutOfMemoryError" in run.stderr or "out of memory" in run.stderr:
+            return float("inf")  # reported as "out of memory": the point of the stepwise mode
+        raise RuntimeError(f"memory child {mode} {steps} failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
 def bench_memory(args) -> None:
@@ -164,6 +169,10 @@ def bench_memory(args) -> None:
         results[mode] = (_measure(args, mode, lo), _measure(args, mode, hi))
     base = results["stepwise"][0]
     for mode, (m_lo, m_hi) in results.items():
+        if math.isinf(m_hi) or math.isinf(m_lo):
+            fmt = lambda m: "out of memory" if math.isinf(m) else f"{m:9.1f} MiB"  # noqa: E731
+            print(f"  {mode:<9} {lo:>3} steps {fmt(m_lo)}   {hi:>3} steps {fmt(m_hi)}")
+            continue
         print(
             f"  {mode:<9} {lo:>3} steps {m_lo:9.1f} MiB   {hi:>3} steps {m_hi:9.1f} MiB   "
             f"ratio {hi}/{lo} = {m_hi / m_lo:5.2f}   (vs stepwise@{lo}: {m_lo / base:.2f}, {m_hi / base:.2f})"
