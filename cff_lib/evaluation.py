@@ -551,14 +551,24 @@ def integration_sweep(model, profile, images: torch.Tensor, conditions: Mapping[
 # ------------------------------------------------------------------------------------------ Table 6 pairs
 def paired_values(ev: Evaluation, metric: str, a: str = CFF, b: str = TEXT_ONLY, unit: str = "seed"
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(a values, b values) paired per seed (``unit="seed"``) or per sample over all seeds (``"sample"``)."""
+    """(a values, b values) paired per seed (``unit="seed"``) or per held-out face (``"sample"``).
+
+    Per sample, a face drawn by several seeds counts once (its values averaged over its draws; DDIM is
+    deterministic, so repeated draws of a row are copies and would inflate n)."""
     for m in (a, b):
         if m not in ev.per_seed:
             raise ValueError(f"method {m!r} was not evaluated")
     if unit == "seed":
         return np.asarray(ev.per_seed[a][metric]), np.asarray(ev.per_seed[b][metric])
     if unit == "sample":
-        return (np.concatenate(ev.per_sample[a][metric]), np.concatenate(ev.per_sample[b][metric]))
+        keys = [face for seed in ev.seeds for face in ev.rows[seed]]
+        va, vb = np.concatenate(ev.per_sample[a][metric]), np.concatenate(ev.per_sample[b][metric])
+        if len(keys) != len(va) or len(va) != len(vb):
+            raise ValueError(f"per-sample {metric!r} holds {len(va)} / {len(vb)} values for {len(keys)} faces")
+        first: dict[str, int] = {}  # face -> its position in first-draw order
+        index = np.asarray([first.setdefault(k, len(first)) for k in keys])
+        count = np.bincount(index, minlength=len(first))
+        return np.bincount(index, va, len(first)) / count, np.bincount(index, vb, len(first)) / count
     raise ValueError(f"unit={unit!r} must be 'seed' or 'sample'")
 
 

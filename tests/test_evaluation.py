@@ -171,6 +171,20 @@ def test_ttest_table_pairs_per_seed_and_refuses_one_seed():
         evaluation.paired_values(ev, "ssim", unit="batch")
 
 
+def test_per_sample_pairs_count_each_face_once():
+    per_seed = {m: {k: [0.0, 0.0] for k in evaluation.METRIC_NAMES} for m in (evaluation.CFF, evaluation.TEXT_ONLY)}
+    per_sample = {evaluation.CFF: {"ssim": [np.asarray([0.9, 0.5]), np.asarray([0.5, 0.7])]},
+                  evaluation.TEXT_ONLY: {"ssim": [np.asarray([0.8, 0.4]), np.asarray([0.4, 0.6])]}}
+    rows = {42: ["f1", "f2"], 43: ["f2", "f3"]}  # f2 drawn by both seeds
+    ev = evaluation.Evaluation((42, 43), per_seed, per_sample, rows, 0.0)
+    a, b = evaluation.paired_values(ev, "ssim", unit="sample")
+    np.testing.assert_allclose(a, [0.9, 0.5, 0.7])
+    np.testing.assert_allclose(b, [0.8, 0.4, 0.6])
+    ev.rows[43] = ["f3"]
+    with pytest.raises(ValueError, match="3 faces"):
+        evaluation.paired_values(ev, "ssim", unit="sample")
+
+
 def test_evaluation_table_reports_mean_and_std_and_na():
     ev = _fake_eval([42, 43], [1.0, 3.0], [2.0, 2.0])
     ev.per_seed[evaluation.TEXT_ONLY]["cmc"] = [float("nan")] * 2
