@@ -155,7 +155,6 @@ def control_bar_chart(table):
     return fig
 
 
-
 def identity_threshold(weights_dir) -> float | None:
     """ArcFace's verification threshold (cosine at a 1% false-accept rate on clean held-out renders) from its
     weight record (``weights_dir/arcface.provenance.json``, written by notebooks/02); None where there is no

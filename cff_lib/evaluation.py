@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,19 +215,14 @@ def run_methods(model, baseline, images: torch.Tensor, conditions: Mapping[str, 
     return out
 
 
-_BACKBONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its pretrained DDPM
-
-
 def pretrained_backbone(model) -> torch.nn.Module:
-    """The DDPM as loaded, before any fine-tuning (``model.pretrained_unet()`` in a ConditionalUNet, always
-    run with c = None), built once per model."""
+    """The DDPM as loaded, before any fine-tuning: ``model.unet`` itself when the model does not fine-tune its
+    UNet, else ``model.pretrained_unet()`` (a copy) in a ConditionalUNet; always run with c = None here."""
     from cff_lib.conditional_unet import ConditionalUNet
 
-    plain = _BACKBONES.get(model)
-    if plain is None or next(plain.parameters()).device != model.device:
-        plain = ConditionalUNet(model.pretrained_unet(), model.unet.cond_dim).to(model.device)
-        plain = _BACKBONES[model] = plain.requires_grad_(False).eval()
-    return plain
+    if "unet" not in model.trainable:
+        return model.unet
+    return ConditionalUNet(model.pretrained_unet(), model.unet.cond_dim).to(model.device).requires_grad_(False)
 
 
 def method_unets(model, baseline, methods: Sequence[str] = METHODS) -> dict[str, tuple[str, torch.nn.Module]]:
@@ -238,9 +232,9 @@ def method_unets(model, baseline, methods: Sequence[str] = METHODS) -> dict[str,
     out = {}
     for m in methods:
         if m == CFF:
-            out[m] = ("clipfacefusion", model.unet) if "unet" in model.trainable else ("pretrained", model.unet)
+            out[m] = ("clipfacefusion" if "unet" in model.trainable else "pretrained", model.unet)
         elif m == TEXT_ONLY:
-            out[m] = ("baseline", baseline.unet) if baseline.train_unet else ("pretrained", baseline.unet)
+            out[m] = ("baseline" if baseline.train_unet else "pretrained", baseline.unet)
         else:
             out[m] = ("pretrained", pretrained_backbone(model))
     return out
@@ -508,13 +502,15 @@ def inversion_fidelity(model, profile, images: torch.Tensor, t0s: Sequence[int] 
     unets = [("pretrained DDPM", pretrained_backbone(model))]
     if "unet" in model.trainable:
         unets.append(("ClipFaceFusion UNet", model.unet))
-    for (name, unet), t0 in ((u, t) for u in unets for t in t0s):
-        steps = min(d.n_gen_steps, int(t0))
-        rec = ddim.edit(unet, images, None, int(t0), steps, steps, spacing=d.spacing).clamp(-1, 1)
-        rows.append({"unet": name, "t0": int(t0), "n_images": images.shape[0], "steps": steps,
-                     "psnr_db": float(np.mean(psnr(rec, images))), "lpips": ctx.lpips(rec, images).mean,
-                     "identity_similarity": metrics.identity_similarity(model.encoders.arcface, rec, images).mean,
-                     "ssim": metrics.ssim(rec, images).mean})
+    for name, unet in unets:
+        for t0 in t0s:
+            steps = min(d.n_gen_steps, int(t0))
+            rec = ddim.edit(unet, images, None, int(t0), steps, steps, spacing=d.spacing).clamp(-1, 1)
+            rows.append({"unet": name, "t0": int(t0), "n_images": images.shape[0], "steps": steps,
+                         "psnr_db": float(np.mean(psnr(rec, images))), "lpips": ctx.lpips(rec, images).mean,
+                         "identity_similarity": metrics.identity_similarity(model.encoders.arcface, rec,
+                                                                            images).mean,
+                         "ssim": metrics.ssim(rec, images).mean})
     return pd.DataFrame(rows)
 
 
