@@ -88,7 +88,7 @@ def baseline_from_model(model) -> TextOnlyBaseline:
     ``trainable='fusion+unet'``: ``ClipFaceFusion.pretrained_unet``) and frozen CLIP."""
     plain = model.pretrained_unet()
     return TextOnlyBaseline(plain, model.encoders.multimodal.clip,
-                            train_unet="unet" in model.trainable).to(model.device)
+                            train_unet=model.fine_tunes_unet).to(model.device)
 
 
 def _batches(profile, n_steps: int, seed: int):

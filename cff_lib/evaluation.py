@@ -220,7 +220,7 @@ def pretrained_backbone(model) -> torch.nn.Module:
     UNet, else ``model.pretrained_unet()`` (a copy) in a ConditionalUNet; always run with c = None here."""
     from cff_lib.conditional_unet import ConditionalUNet
 
-    if "unet" not in model.trainable:
+    if not model.fine_tunes_unet:
         return model.unet
     return ConditionalUNet(model.pretrained_unet(), model.unet.cond_dim).to(model.device).requires_grad_(False)
 
@@ -232,7 +232,7 @@ def method_unets(model, baseline, methods: Sequence[str] = METHODS) -> dict[str,
     out = {}
     for m in methods:
         if m == CFF:
-            out[m] = ("clipfacefusion" if "unet" in model.trainable else "pretrained", model.unet)
+            out[m] = ("clipfacefusion" if model.fine_tunes_unet else "pretrained", model.unet)
         elif m == TEXT_ONLY:
             out[m] = ("baseline" if baseline.train_unet else "pretrained", baseline.unet)
         else:
@@ -500,7 +500,7 @@ def inversion_fidelity(model, profile, images: torch.Tensor, t0s: Sequence[int] 
     ctx = metric_context(model, lpips_backend)
     d, rows = profile.ddim, []
     unets = [("pretrained DDPM", pretrained_backbone(model))]
-    if "unet" in model.trainable:
+    if model.fine_tunes_unet:
         unets.append(("ClipFaceFusion UNet", model.unet))
     for name, unet in unets:
         for t0 in t0s:

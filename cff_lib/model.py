@@ -243,6 +243,11 @@ class ClipFaceFusion(nn.Module):
             plain.load_state_dict(self._pretrained_unet)
         return plain.requires_grad_(False).eval()
 
+    @property
+    def fine_tunes_unet(self) -> bool:
+        """Whether the backbone UNet trains under the current mode (then it drifts from the pretrained DDPM)."""
+        return "unet.unet" in _TRAINABLE_PARTS[self.trainable]
+
     def trainable_parts(self) -> tuple[str, ...]:
         return _TRAINABLE_PARTS[self.trainable]
 
