@@ -2,8 +2,7 @@
 who they are? (paper "Qualitative results": age progression, emotional transitions, identity retention.)
 
 For held-out faces (the composite's ``val`` rows with a target age and a target emotion, first
-``profile.eval.n_samples`` of them) three images are read by the *frozen* judges (the age estimator, the
-emotion estimator and ArcFace of ``model.encoders``):
+``profile.eval.n_samples`` of them) three images are compared:
 
 - ``source``: the unedited face;
 - ``reconstruction``: DDIM inversion to t0 then the reverse chain with c = None (the unconditioned model;
@@ -11,14 +10,23 @@ emotion estimator and ArcFace of ``model.encoders``):
 - ``edited``: the same inversion, reverse chain conditioned on the row's c (its caption, target age, target
   emotion, audio where the row has a clip, the face as I_ref). No per-image optimisation.
 
-Per variant: ``age_mae`` = mean |AgeEst(I) − target age| (years, lower is better), ``emotion_accuracy`` =
-fraction with argmax EmoEst(I) = target emotion, ``target_emotion_prob`` = mean softmax probability EmoEst
-gives the target emotion (the reading itself, not only its argmax), ``identity_similarity`` = mean ArcFace
-cosine to the source face (1 for the source itself) and, given ArcFace's verification threshold (its weight
-record's threshold at a false-accept rate of 1%), ``same_identity`` = fraction of faces ArcFace still
-verifies as the source's identity. Control shows as ``edited`` beating ``reconstruction`` on the first two
-while identity stays high. Caveat: the judges are the networks the training loss used (as in the paper,
-whose estimators both guide and evaluate), so the numbers measure control as those networks see it.
+Two sets of judges read every image (:mod:`cff_lib.referees`):
+
+- the **referees** (evidence: no loss or selection step ever saw them): ``age_mae`` = mean |age − target|
+  (years), ``emotion_accuracy``, ``target_emotion_prob`` (mean probability of the target emotion),
+  ``identity_similarity`` (the identity referee's cosine to the source) and ``same_identity`` (share the
+  identity referee still verifies as the source at its own 1%-false-accept threshold);
+- the **guides** (the frozen AgeEst / EmoEst / ArcFace inside the training losses): ``age_mae_guide``,
+  ``emotion_accuracy_guide``, ``identity_similarity_guide``. The **fooling gap** is the guide's reading minus the
+  referee's: ``fooling_gap_age_y`` (years of age error; negative = the guide sees the target age where the
+  referee does not) and ``fooling_gap_emotion_pts`` (points of emotion accuracy; positive = the guide sees the
+  target emotion where the referee does not). A gap far from zero means the edit fools the loss's judges.
+
+And two things no judge reads: the **oracle** (:mod:`cff_lib.oracle`, the same person rendered at the target):
+``oracle_mse`` (pixel MSE to it) and ``closer_than_source`` (share of far-target faces, target ≥ 25 years from
+the source's age and another emotion, whose image is closer to the oracle than the unedited source is); and
+**realism**: ``kid`` (KID ×1000 in the referees' pooled features against fresh renders of held-out identities)
+and ``artefact_ratio`` (0.125-0.25 cycles/pixel band power relative to the sources).
 """
 from __future__ import annotations
 
@@ -34,7 +42,10 @@ from cff_lib.composite import CompositeSample
 from cff_lib.emotions import EMOTIONS
 
 VARIANTS = ("source", "reconstruction", "edited")
-METRICS = ("age_mae", "emotion_accuracy", "target_emotion_prob", "identity_similarity", "same_identity")
+METRICS = ("age_mae", "emotion_accuracy", "target_emotion_prob", "identity_similarity", "same_identity",
+           "fooling_gap_age_y", "fooling_gap_emotion_pts", "closer_than_source", "kid", "artefact_ratio")
+FAR_TARGET_YEARS = 25.0  # "far" edit requests: target age at least this far from the source's, and another emotion
+KID_SCALE = 1000.0  # KID is reported ×1000 (its values are small)
 
 
 def control_rows(samples: Sequence[CompositeSample], n: int | None = None) -> list[CompositeSample]:
@@ -47,7 +58,7 @@ def control_rows(samples: Sequence[CompositeSample], n: int | None = None) -> li
 
 
 @torch.no_grad()
-def _readings(model, images: torch.Tensor, reference_id: torch.Tensor) -> dict[str, np.ndarray]:
+def _guide_readings(model, images: torch.Tensor, reference_id: torch.Tensor) -> dict[str, np.ndarray]:
     enc = model.encoders
     age = enc.age(images).age  # (B,) years
     probs = enc.emotion(images).logits.softmax(dim=1)  # (B, 8)
@@ -55,30 +66,45 @@ def _readings(model, images: torch.Tensor, reference_id: torch.Tensor) -> dict[s
     return {"age": age.cpu().numpy(), "emotion_probs": probs.cpu().numpy(), "identity": identity.cpu().numpy()}
 
 
+def is_far_target(row) -> bool:
+    """Target age ≥ FAR_TARGET_YEARS from the source's and another emotion (both known)."""
+    return (row.source_age is not None and row.source_emotion is not None
+            and abs(float(row.target_age) - float(row.source_age)) >= FAR_TARGET_YEARS
+            and row.target_emotion != row.source_emotion)
+
+
 @torch.no_grad()
-def measure_control(model, profile, samples: Sequence[CompositeSample] | None = None, *, n: int | None = None,
-                    batch_size: int | None = None, data_root=None, progress: bool = True):
+def measure_control(model, profile, samples: Sequence[CompositeSample] | None = None, *, referees=None,
+                    n: int | None = None, batch_size: int | None = None, data_root=None, progress: bool = True):
     """Per-sample readings (pandas DataFrame, one row per face and variant) on held-out faces.
 
-    ``samples`` default to the profile's composite ``val`` split; ``n`` to ``profile.eval.n_samples``.
-    Use :func:`control_table` for the summary.
+    ``samples`` default to the profile's composite ``val`` split; ``n`` to ``profile.eval.n_samples``;
+    ``referees`` to :func:`cff_lib.referees.load_referees` of the profile. Oracle columns are filled in the
+    synthetic world only (NaN otherwise). Use :func:`control_table` for the summary.
     """
     import pandas as pd
 
+    from cff_lib import metrics, oracle
     from cff_lib.training import collate, dataset_for, load_composite
 
+    if referees is None:
+        from cff_lib.referees import load_referees
+
+        referees = load_referees(profile)
     if samples is None:
         samples = load_composite(profile).split("val")
     rows = control_rows(samples, n if n is not None else profile.eval.n_samples)
     dataset = dataset_for(profile, rows, data_root)
     bs = batch_size or profile.train.batch_size
     d = profile.ddim
+    with_oracle = oracle.has_oracle(profile)
     was = model.training
     model.eval()
     records = []
     try:
         for start in tqdm(range(0, len(rows), bs), desc="control", unit="batch", disable=not progress):
-            batch = collate([dataset[i] for i in range(start, min(start + bs, len(rows)))])
+            batch_rows = rows[start:start + bs]
+            batch = collate([dataset[i] for i in range(start, start + len(batch_rows))])
             images = batch["image"].to(model.device)
             c = model.condition({**batch, "reference": images}).c  # (B, cond_dim)
             x_t0 = ddim.invert(model.unet, images, None, d.t0, d.n_inv_steps, spacing=d.spacing)  # Eq. 9
@@ -88,75 +114,134 @@ def measure_control(model, profile, samples: Sequence[CompositeSample] | None = 
                 "edited": ddim.sample(model.unet, x_t0, c, d.t0, d.n_gen_steps, spacing=d.spacing),  # Eq. 30
             }
             ref_id = model.encoders.arcface(images)
+            targets = oracle.oracle_targets(profile, batch_rows) if with_oracle else None
+            src_oracle = ((images.cpu().double() - targets.double()).pow(2).mean(dim=(1, 2, 3)).numpy()
+                          if with_oracle else None)
             for variant, x in outputs.items():
-                r = _readings(model, x.clamp(-1, 1), ref_id)
-                for j in range(images.shape[0]):
-                    s = rows[start + j]
+                x = x.clamp(-1, 1)
+                g = _guide_readings(model, x, ref_id)
+                r = referees.read(x.cpu())
+                ident = referees.identity_similarity(x.cpu(), images.cpu())
+                feats = referees.features(x.cpu())
+                band = metrics.band_power(x.cpu())
+                mse = ((x.cpu().double() - targets.double()).pow(2).mean(dim=(1, 2, 3)).numpy()
+                       if with_oracle else None)
+                for j, s in enumerate(batch_rows):
+                    t = EMOTIONS.index(s.target_emotion)
                     records.append({
                         "row": start + j, "image": s.image, "variant": variant,
                         "target_age": float(s.target_age), "target_emotion": s.target_emotion,
                         "source_age": s.source_age, "source_emotion": s.source_emotion,
-                        "age_est": float(r["age"][j]),
-                        "emotion_est": EMOTIONS[int(r["emotion_probs"][j].argmax())],
-                        "target_emotion_prob": float(r["emotion_probs"][j][EMOTIONS.index(s.target_emotion)]),
-                        "identity_similarity": float(r["identity"][j]),
+                        "far_target": is_far_target(s),
+                        "age_est": float(r["age"][j]), "emotion_est": EMOTIONS[int(r["emotion_probs"][j].argmax())],
+                        "target_emotion_prob": float(r["emotion_probs"][j][t]),
+                        "identity_similarity": float(ident[j]),
+                        "age_guide": float(g["age"][j]), "emotion_guide": EMOTIONS[int(g["emotion_probs"][j].argmax())],
+                        "target_emotion_prob_guide": float(g["emotion_probs"][j][t]),
+                        "identity_similarity_guide": float(g["identity"][j]),
+                        "oracle_mse": float(mse[j]) if with_oracle else float("nan"),
+                        "source_oracle_mse": float(src_oracle[j]) if with_oracle else float("nan"),
+                        "band_power": float(band[j]), "referee_feature": feats[j],
                     })
     finally:
         model.train(was)
     df = pd.DataFrame.from_records(records)
     df["age_error"] = (df["age_est"] - df["target_age"]).abs()
     df["emotion_correct"] = (df["emotion_est"] == df["target_emotion"]).astype(float)
+    df["age_error_guide"] = (df["age_guide"] - df["target_age"]).abs()
+    df["emotion_correct_guide"] = (df["emotion_guide"] == df["target_emotion"]).astype(float)
     return df
 
 
-def control_table(per_sample, identity_threshold: float | None = None):
-    """Summary per variant: n, age_mae, emotion_accuracy, target_emotion_prob, identity_similarity (means
-    over faces) and, with ``identity_threshold`` (an ArcFace cosine), same_identity (fraction at or above it)."""
+def control_table(per_sample, identity_threshold: float | None = None, reference_features=None,
+                  kid_subset: int | None = None):
+    """Summary per variant (module docstring): referee readings, guide readings, the fooling gap, the oracle
+    share and, when ``reference_features`` (fresh renders' :meth:`Referees.features`) are given, KID ×1000
+    against them. ``identity_threshold``: the identity referee's cosine at 1% false accepts."""
     import pandas as pd
+
+    from cff_lib import metrics
 
     if identity_threshold is not None and not -1.0 <= float(identity_threshold) <= 1.0:
         raise ValueError(f"identity_threshold={identity_threshold!r} must be a cosine in [-1, 1]")
-
+    source_band = per_sample.loc[per_sample["variant"] == "source", "band_power"].mean() \
+        if "band_power" in per_sample else float("nan")
     out = []
     for variant in VARIANTS:
         part = per_sample[per_sample["variant"] == variant]
         if len(part) == 0:
             continue
-        out.append({"variant": variant, "n": int(len(part)), "age_mae": float(part["age_error"].mean()),
-                    "emotion_accuracy": float(part["emotion_correct"].mean()),
-                    "target_emotion_prob": float(part["target_emotion_prob"].mean()),
-                    "identity_similarity": float(part["identity_similarity"].mean())})
+        row = {"variant": variant, "n": int(len(part)), "age_mae": float(part["age_error"].mean()),
+               "emotion_accuracy": float(part["emotion_correct"].mean()),
+               "target_emotion_prob": float(part["target_emotion_prob"].mean()),
+               "identity_similarity": float(part["identity_similarity"].mean())}
         if identity_threshold is not None:
-            out[-1]["same_identity"] = float((part["identity_similarity"] >= float(identity_threshold)).mean())
+            row["same_identity"] = float((part["identity_similarity"] >= float(identity_threshold)).mean())
+        if "age_error_guide" in part:
+            row["age_mae_guide"] = float(part["age_error_guide"].mean())
+            row["emotion_accuracy_guide"] = float(part["emotion_correct_guide"].mean())
+            row["identity_similarity_guide"] = float(part["identity_similarity_guide"].mean())
+            row["fooling_gap_age_y"] = row["age_mae_guide"] - row["age_mae"]
+            row["fooling_gap_emotion_pts"] = 100.0 * (row["emotion_accuracy_guide"] - row["emotion_accuracy"])
+        if "oracle_mse" in part and part["oracle_mse"].notna().any():
+            far = part[part["far_target"].astype(bool)]
+            row["n_far_target"] = int(len(far))
+            row["closer_than_source"] = (float((far["oracle_mse"] < far["source_oracle_mse"]).mean())
+                                         if len(far) else float("nan"))
+            row["oracle_mse"] = float(part["oracle_mse"].mean())
+        if reference_features is not None and "referee_feature" in part:
+            feats = np.stack(part["referee_feature"].to_list())
+            m = kid_subset or min(100, len(feats), len(reference_features))
+            row["kid"] = KID_SCALE * metrics.kernel_inception_distance(feats, reference_features, subset_size=m)[0]
+        if "band_power" in part:
+            row["artefact_ratio"] = float(part["band_power"].mean() / max(source_band, 1e-12))
+        out.append(row)
     return pd.DataFrame(out)
 
 
 def control_bar_chart(table):
-    """One panel per metric of ``table`` (age MAE ↓, emotion accuracy ↑, target-emotion probability ↑,
-    identity similarity ↑, same identity ↑ when present), one bar per variant."""
+    """One panel per metric of ``table``, one bar per variant. Age error and emotion accuracy show the
+    referee's reading (solid, the evidence) beside the guide's (hatched): the distance between them is the
+    fooling gap."""
     import matplotlib.pyplot as plt
 
-    titles = {"age_mae": "|age − target| (years) ↓", "emotion_accuracy": "emotion = target ↑",
-              "target_emotion_prob": "P(target emotion) ↑", "identity_similarity": "ArcFace cos to source ↑",
-              "same_identity": "verified same identity ↑"}
-    metrics = [m for m in METRICS if m in table.columns]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3 * len(metrics), 2.8))
+    titles = {"age_mae": "|age − target| (y) ↓", "emotion_accuracy": "emotion = target ↑",
+              "target_emotion_prob": "P(target emotion) ↑", "identity_similarity": "identity cos to source ↑",
+              "same_identity": "verified same identity ↑", "closer_than_source": "closer to oracle\nthan source ↑",
+              "kid": "KID ×1000 vs fresh renders ↓", "artefact_ratio": "4–8 px band power\n÷ sources (1 = same)"}
+    guide = {"age_mae": "age_mae_guide", "emotion_accuracy": "emotion_accuracy_guide"}
+    metrics = [m for m in titles if m in table.columns and table[m].notna().any()]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.0), squeeze=False)
     colors = {"source": "0.6", "reconstruction": "C1", "edited": "C0"}
-    for ax, metric in zip(axes, metrics, strict=True):
-        vals = table[metric].to_numpy()
-        ax.bar(table["variant"], vals, color=[colors.get(v, "C2") for v in table["variant"]])
-        for x, v in enumerate(vals):
-            ax.text(x, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
-        ax.set_title(titles[metric], fontsize=9)
-        ax.tick_params(labelsize=8)
-        if metric != "age_mae":
-            ax.set_ylim(0, 1.1)
+    x = np.arange(len(table))
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        vals = table[metric].to_numpy(dtype=float)
+        paired = guide.get(metric) in table.columns
+        w = 0.4 if paired else 0.8
+        ax.bar(x - (w / 2 if paired else 0), vals, w, color=[colors.get(v, "C2") for v in table["variant"]],
+               label="referee")
+        for xi, v in zip(x, vals, strict=True):
+            ax.text(xi - (w / 2 if paired else 0), v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+        if paired:
+            gv = table[guide[metric]].to_numpy(dtype=float)
+            ax.bar(x + w / 2, gv, w, color="white", edgecolor=[colors.get(v, "C2") for v in table["variant"]],
+                   hatch="///", label="guide (loss's judge)")
+            for xi, v in zip(x, gv, strict=True):
+                ax.text(xi + w / 2, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7, color="0.4")
+            ax.legend(fontsize=6, loc="upper right")
+        ax.set_xticks(x, table["variant"], rotation=20, fontsize=7)
+        ax.set_title(titles[metric], fontsize=8)
+        ax.tick_params(labelsize=7)
+        if metric in ("emotion_accuracy", "target_emotion_prob", "identity_similarity", "same_identity",
+                      "closer_than_source"):
+            ax.set_ylim(0, 1.15)
+    fig.suptitle("Control on held-out faces, read by the referees (solid) and the guides (hatched)", fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def identity_threshold(weights_dir) -> float | None:
-    """ArcFace's verification threshold (cosine at a 1% false-accept rate on clean held-out renders) from its
+    """The *guide* ArcFace's verification threshold (cosine at a 1% false-accept rate on clean held-out renders) from its
     weight record (``weights_dir/arcface.provenance.json``, written by notebooks/02); None where there is no
     such record (the paper world's pretrained ArcFace: choose a threshold from a verification benchmark)."""
     from pathlib import Path

@@ -82,36 +82,55 @@ def deviation_maps(reference: torch.Tensor, outputs: Mapping[str, torch.Tensor])
     return out
 
 
-def heatmaps(reference: torch.Tensor, outputs: Mapping[str, torch.Tensor], row_labels: Sequence[str]):
+def heatmaps(reference: torch.Tensor, outputs: Mapping[str, torch.Tensor], row_labels: Sequence[str],
+             oracle: torch.Tensor | None = None):
     """Fig. 5: seaborn heatmaps of |generated − reference| per scenario (rows) and method (columns), a
-    shared colour scale, each panel titled with its mean deviation."""
+    shared colour scale, each panel titled with its mean deviation. With ``oracle`` (the same people
+    rendered at their targets, :mod:`cff_lib.oracle`), each scenario gets a second row, "edit vs oracle
+    target": |generated − oracle|, where a real edit is dark and an unchanged face is bright on the
+    attributes that should have changed."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     maps = deviation_maps(reference, outputs)
-    vmax = max(float(m.max()) for m in maps.values()) or 1.0
-    n, k = reference.shape[0], len(maps)
-    fig, axes = plt.subplots(n, k, figsize=(2.4 * k, 2.0 * n), squeeze=False)
-    for j, (name, m) in enumerate(maps.items()):
-        for i in range(n):
-            ax = axes[i][j]
+    rows = [(f"{label}\nvs source", maps, i) for i, label in enumerate(row_labels)]
+    if oracle is not None:
+        omaps = deviation_maps(oracle, outputs)
+        rows = [r for i, label in enumerate(row_labels)
+                for r in ((f"{label}\nvs source", maps, i), (f"{label}\nvs oracle target", omaps, i))]
+    vmax = max(float(m.max()) for _, ms, _ in rows for m in ms.values()) or 1.0
+    k = len(maps)
+    fig, axes = plt.subplots(len(rows), k, figsize=(2.4 * k, 2.0 * len(rows)), squeeze=False)
+    for r, (label, ms, i) in enumerate(rows):
+        for j, (name, m) in enumerate(ms.items()):
+            ax = axes[r][j]
             sns.heatmap(m[i], ax=ax, vmin=0, vmax=vmax, cmap="magma", cbar=j == k - 1, square=True,
                         xticklabels=False, yticklabels=False)
             title = f"mean {m[i].mean():.4f}"
-            ax.set_title(name.replace(" (", "\n(") + "\n" + title if i == 0 else title, fontsize=7)
+            ax.set_title(name.replace(" (", "\n(") + "\n" + title if r == 0 else title, fontsize=7)
             if j == 0:
-                ax.set_ylabel(row_labels[i], fontsize=7)
+                ax.set_ylabel(label, fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def deviation_table(reference: torch.Tensor, outputs: Mapping[str, torch.Tensor], row_labels: Sequence[str]):
-    """pandas DataFrame: scenario, method, mean and max |generated − reference| (intensity in [0, 1])."""
+def deviation_table(reference: torch.Tensor, outputs: Mapping[str, torch.Tensor], row_labels: Sequence[str],
+                    oracle: torch.Tensor | None = None):
+    """pandas DataFrame: scenario, method, mean and max |generated − reference| (intensity in [0, 1]) and,
+    with ``oracle``, the mean |generated − oracle target| (``mean_abs_dev_oracle``)."""
     import pandas as pd
 
     maps = deviation_maps(reference, outputs)
-    return pd.DataFrame([{"scenario": row_labels[i], "method": name, "mean_abs_dev": float(m[i].mean()),
-                          "max_abs_dev": float(m[i].max())} for name, m in maps.items() for i in range(len(m))])
+    omaps = deviation_maps(oracle, outputs) if oracle is not None else None
+    rows = []
+    for name, m in maps.items():
+        for i in range(len(m)):
+            row = {"scenario": row_labels[i], "method": name, "mean_abs_dev": float(m[i].mean()),
+                   "max_abs_dev": float(m[i].max())}
+            if omaps is not None:
+                row["mean_abs_dev_oracle"] = float(omaps[name][i].mean())
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def integration_figure(sweep):
@@ -132,7 +151,8 @@ def integration_figure(sweep):
 
 
 def emotion_error_figure(ev, methods: Sequence[str] | None = None):
-    """Fig. 7: emotion-rendering error per method -- 100 − emotion accuracy (%) and AVD, mean ± std over seeds."""
+    """Fig. 7: emotion-rendering error per method -- 100 − emotion accuracy (%) and AVD, mean ± std over seeds,
+    both read by the attribute referee."""
     import matplotlib.pyplot as plt
 
     methods = list(methods or ev.per_seed)
@@ -144,8 +164,33 @@ def emotion_error_figure(ev, methods: Sequence[str] | None = None):
         stds = [float(v.std(ddof=1)) if len(v) > 1 else 0.0 for v in vals]
         ax.bar(range(len(methods)), means, yerr=stds, color=[f"C{i}" for i in range(len(methods))], capsize=3)
         ax.set_xticks(range(len(methods)), [m.split(" (")[0] for m in methods], fontsize=7, rotation=15)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title + " (referee)", fontsize=9)
         ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fooling_gap_figure(ev, methods: Sequence[str] | None = None):
+    """Per method, the referee's reading (solid) beside the guide's (hatched) for age error to target and
+    emotion accuracy, mean ± std over seeds: the gap between the bars is the fooling gap."""
+    import matplotlib.pyplot as plt
+
+    methods = list(methods or ev.per_seed)
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.0))
+    for ax, (ref, guide, title) in zip(axes, (("age_mae", "age_mae_guide", "|age − target| (years) ↓"),
+                                              ("emo_acc", "emo_acc_guide", "emotion = target (%) ↑")), strict=True):
+        x = np.arange(len(methods))
+        for off, key, style in ((-0.2, ref, {}), (0.2, guide, {"hatch": "///", "fill": False})):
+            vals = [np.asarray(ev.per_seed[m][key], dtype=float) for m in methods]
+            means = [float(np.nanmean(v)) for v in vals]
+            stds = [float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0 for v in vals]
+            ax.bar(x + off, means, 0.4, yerr=stds, capsize=3, edgecolor=[f"C{i}" for i in range(len(methods))],
+                   color=[f"C{i}" for i in range(len(methods))], label="guide" if style else "referee", **style)
+        ax.set_xticks(x, [m.split(" (")[0] for m in methods], fontsize=7, rotation=15)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Referee (solid) vs the loss's guide (hatched): the gap is the fooling gap", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -160,7 +205,7 @@ def inversion_figure(table):
         axes[0].plot(part["t0"], part["psnr_db"], "o-", label=name)
         axes[1].plot(part["t0"], part["identity_similarity"], "o-", label=name)
     axes[0].set_title("reconstruction PSNR (dB)", fontsize=9)
-    axes[1].set_title("ArcFace cos to source", fontsize=9)
+    axes[1].set_title("identity referee cos to source", fontsize=9)
     axes[1].legend(fontsize=7)
     for ax in axes:
         ax.set_xlabel("t0", fontsize=8)

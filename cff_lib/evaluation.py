@@ -19,15 +19,32 @@ replacement; the whole pool when it is smaller). Each metric is computed per see
 reported as mean ± std over the profile's ``eval.seeds`` (``metrics.SeedResults``). Table 6 pairs the two
 systems per seed (same rows, same seed); per-sample values are kept too (:class:`Evaluation.per_sample`).
 
+Judges. Every attribute, identity and text-image reading below comes from the **referees**
+(:mod:`cff_lib.referees`: independent networks no loss or selection step ever saw). The **guides** (the frozen
+estimators inside the losses) are read too, only to report the fooling gap (guide minus referee).
+
 Metrics per seed and method (generated vs the source face = I_ref unless said otherwise): ``ssim``,
-``lpips`` (LPIPS-VGG(synthetic), or the paper backend when given), ``identity_similarity`` (ArcFace cosine;
-the paper's "FID" column, docs/errata.md), ``clip_score`` (w = 1) and ``text_image_cosine`` vs the target
-caption, ``s_dir`` (caption vs ``source_caption``), ``age_acc`` (% within ±5 y of the target), ``age_mae``,
-``age_rmse``, ``emo_acc`` (%), ``pearson_valence`` / ``pearson_arousal`` / ``avd`` of the emotion estimator's
+``lpips`` (the LPIPS formula on the referees' feature maps, "LPIPS(referees)"; the paper backend when given),
+``identity_similarity`` (the identity referee's cosine; the paper's "FID" column, docs/errata.md),
+``clip_score`` (w = 1) and ``text_image_cosine`` vs the target caption and ``s_dir`` (caption vs
+``source_caption``), all with the text-image referee; ``age_acc`` (% within ±5 y of the target), ``age_mae``,
+``age_rmse``, ``emo_acc`` (%), ``pearson_valence`` / ``pearson_arousal`` / ``avd`` of the attribute referee's
 (v, a) against the target emotion at its intensity, ``emotion_emd`` between the histogram of predicted
 emotions and that of the targets, ``cmc`` and ``cmc_image`` (below) and ``fid`` (true Fréchet distance,
-source faces vs generated faces, in the feature space of :data:`FID_EXTRACTOR` — a named substitute for
-InceptionV3; with n_samples ≤ 512 the covariance is rank-deficient and the value is a biased estimate).
+source faces vs generated faces, in the referees' pooled features :data:`FID_EXTRACTOR`; with n_samples ≤ 512
+the covariance is rank-deficient and the value is a biased estimate).
+
+Guides and the fooling gap: ``age_acc_guide``, ``age_mae_guide``, ``emo_acc_guide``,
+``identity_similarity_guide``, ``clip_score_guide``; ``fooling_gap_age_y`` = age_mae_guide − age_mae (years;
+negative: the guide sees the target age the referee does not) and ``fooling_gap_emo_pts`` = emo_acc_guide −
+emo_acc (points; positive: the guide sees the target emotion the referee does not).
+
+Oracle targets (synthetic world only, NaN in the paper world; :mod:`cff_lib.oracle`): ``oracle_ssim``,
+``oracle_psnr`` (dB) and ``oracle_lpips_ref`` of each edit to the same person rendered at its target.
+
+Realism: ``realism_fd`` and ``realism_kid`` (×1000) of the method's outputs against fresh renders of held-out
+identities (:func:`cff_lib.referees.realism_reference`) in the referees' pooled features, and
+``artefact_ratio`` (band power at 4-8 px periods over the sources', ``metrics.artefact_ratio``).
 
 CMC. The paper's CMC ("cosine similarity among the integrated embeddings of text, audio, age, and emotion")
 is a property of the *conditioning*, not of the output image: ``cmc`` = per sample, the mean pairwise cosine
@@ -36,7 +53,10 @@ token excluded), then the mean. It exists only for a method that fuses several m
 baseline and the reconstruction have one or none, so their ``cmc`` is NaN ("not defined"). To compare
 methods on the same footing we add ``cmc_image`` (our definition, not the paper's): per sample, the mean
 over the present modalities m ∈ {T, Age, Emo, AV} of cos(CLIP_image(I_gen), f_m), with f_m ClipFaceFusion's
-CLIP-space features of the sample's inputs (f_T, f_Age, f_Emo, f_AV^final; identical for every method).
+CLIP-space features of the sample's inputs (f_T, f_Age, f_Emo, f_AV^final; identical for every method). That
+reads the guide CLIP, so it is reported as ``cmc_image_guide``; ``cmc_image`` is the referee's version: the
+mean over the sample's present text-expressible modalities (T: the caption, Age: "a NN-year-old face", Emo:
+"a photo of a <emotion> face") of the text-image referee's cosine between I_gen and that text.
 
 Fig. 6, "reference-image integration": at integration r ∈ [0, 1], a fraction r of the samples (the first
 round(r·B) of a seeded permutation) is conditioned *with* the reference image (the fusion's I token and
@@ -64,16 +84,26 @@ CFF = "ClipFaceFusion"
 TEXT_ONLY = "DiffusionCLIP-style (text only)"
 RECON = "Reconstruction (inversion → reverse, no condition)"
 METHODS = (CFF, TEXT_ONLY, RECON)
-EVAL_PROTOCOL = 2  # bump when what evaluate() computes changes, so cached evaluations are recomputed
-# (2: each method inverts with its own UNet; the reconstruction runs on the pretrained DDPM)
-FID_EXTRACTOR = "synthetic CLIP image encoder (512-d)"
+SOURCE = "Source (unedited; calibration)"  # scored like a method (generated = source) to calibrate every metric
+EVAL_PROTOCOL = 3  # bump when what evaluate() computes changes, so cached evaluations are recomputed
+# (2: each method inverts with its own UNet; the reconstruction runs on the pretrained DDPM;
+#  3: referees read every attribute; guides only for the fooling gap; oracle distances; realism)
+FID_EXTRACTOR = "referees' pooled features (attribute + identity referee, 512-d)"
+REALISM_REFERENCE = 400  # fresh renders of held-out identities that realism is measured against
 INVERSION_T0 = (300, 400, 500, 600)
 SWEEP_FACES = 64  # faces of the inversion-fidelity table and the Fig. 6 sweep (first seed's rows, at most this)
 INTEGRATION_LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
 CMC_MODALITIES = ("T", "AV", "Age", "Emo")
 METRIC_NAMES = ("ssim", "lpips", "identity_similarity", "clip_score", "text_image_cosine", "s_dir", "age_acc",
                 "age_mae", "age_rmse", "emo_acc", "pearson_valence", "pearson_arousal", "avd", "emotion_emd",
-                "cmc", "cmc_image", "fid")
+                "cmc", "cmc_image", "fid",
+                "age_acc_guide", "age_mae_guide", "emo_acc_guide", "identity_similarity_guide", "clip_score_guide",
+                "cmc_image_guide", "fooling_gap_age_y", "fooling_gap_emo_pts",
+                "oracle_ssim", "oracle_psnr", "oracle_lpips_ref", "realism_fd", "realism_kid", "artefact_ratio")
+GUIDE_METRICS = ("age_acc_guide", "age_mae_guide", "emo_acc_guide", "identity_similarity_guide",
+                 "clip_score_guide", "cmc_image_guide", "fooling_gap_age_y", "fooling_gap_emo_pts")
+ORACLE_METRICS = ("oracle_ssim", "oracle_psnr", "oracle_lpips_ref")
+REALISM_METRICS = ("realism_fd", "realism_kid", "artefact_ratio")
 
 
 # ------------------------------------------------------------------------------------------ Fig. 4 scenarios
@@ -305,55 +335,133 @@ def _targets(conditions: Mapping[str, Any]) -> tuple[np.ndarray, list[str], np.n
     return ages, emos, va
 
 
+@torch.no_grad()
+def _cmc_image_referee(clip, generated: torch.Tensor, conditions: Mapping[str, Any]) -> np.ndarray:
+    """The referee's image-grounded CMC per sample (module docstring): mean text-image referee cosine between
+    I_gen and the text form of each present modality (caption; age; emotion)."""
+    from cff_lib.encoders import EMOTION_PROMPT
+
+    n = generated.shape[0]
+    f_img = F.normalize(clip.encode_image(generated).double(), dim=-1)
+    ages = conditions.get("target_age") or [None] * n
+    emos = conditions.get("target_emotion") or [None] * n
+    texts = [[conditions["caption"][i]] + ([caption_from_attributes(float(ages[i]), None, None)]
+                                           if ages[i] is not None else [])
+             + ([EMOTION_PROMPT.format(emos[i])] if emos[i] is not None else []) for i in range(n)]
+    out = []
+    for i, ts in enumerate(texts):
+        f_txt = F.normalize(clip.encode_text(ts).double(), dim=-1)  # (m, D)
+        out.append(float((f_txt @ f_img[i]).mean()))
+    return np.asarray(out)
+
+
 @dataclass
 class MetricContext:
-    """The frozen judges of one evaluation (built once by :func:`metric_context`)."""
+    """The frozen judges of one evaluation (built once by :func:`metric_context`): the referees (evidence),
+    the guide CLIP (fooling gap only), the referee LPIPS and Fréchet distance, the oracle switch and the
+    realism reference features."""
 
-    clip: Any
+    referees: Any  # cff_lib.referees.Referees
+    guide_clip: Any  # the model's CLIP (a guide: read only for the fooling gap and cmc_image_guide)
     lpips: metrics.Lpips
     fid: metrics.Fid
+    profile: Any = None  # the profile (oracle targets are rendered from its world)
+    realism_features: np.ndarray | None = None  # (N, D) referee features of fresh renders
+
+    @property
+    def clip(self):  # the text-image judge of every reported CLIP metric is the referee's
+        return self.referees.clip
 
 
-def metric_context(model, lpips_backend: str = "synthetic") -> MetricContext:
-    enc = model.encoders
-    lp = metrics.Lpips("synthetic", vgg=enc.vgg) if lpips_backend == "synthetic" else metrics.Lpips("paper")
-    clip = enc.multimodal.clip
-    return MetricContext(clip=clip, lpips=lp,
-                         fid=metrics.Fid("synthetic", extractor=clip.encode_image, extractor_name=FID_EXTRACTOR))
+def metric_context(model, referees=None, lpips_backend: str = "synthetic", profile=None,
+                   realism_n: int = REALISM_REFERENCE) -> MetricContext:
+    """Judges for :func:`score`. ``referees`` default to :func:`cff_lib.referees.load_referees` of ``profile``
+    (FileNotFoundError naming the missing files where there are none, e.g. the paper world)."""
+    from cff_lib.referees import load_referees, realism_reference
+
+    if referees is None:
+        if profile is None:
+            raise ValueError("metric_context needs referees or the profile to load them from")
+        referees = load_referees(profile)
+    lp = (metrics.Lpips("synthetic", vgg=referees.feature_maps) if lpips_backend == "synthetic"
+          else metrics.Lpips("paper"))
+    if lpips_backend == "synthetic":
+        lp.name = "LPIPS(referees)"
+    fid = metrics.Fid("synthetic", extractor=lambda x: torch.from_numpy(referees.features(x.cpu())),
+                      extractor_name=FID_EXTRACTOR)
+    feats = None
+    if profile is not None and profile.data.world == "synthetic" and realism_n:
+        feats = referees.features(realism_reference(profile, realism_n))
+    return MetricContext(referees=referees, guide_clip=model.encoders.multimodal.clip, lpips=lp, fid=fid,
+                         profile=profile, realism_features=feats)
 
 
 @torch.no_grad()
 def score(model, ctx: MetricContext, generated: torch.Tensor, source: torch.Tensor, conditions, cond,
-          method: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """(summary per metric, per-sample arrays) of one method's edits of ``source`` toward ``conditions``."""
+          method: str, rows: Sequence | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """(summary per metric, per-sample arrays) of one method's edits of ``source`` toward ``conditions``.
+
+    Referees read every reported attribute; guides are read for the fooling gap (module docstring).
+    ``rows`` (the composite rows) enable the oracle distances in the synthetic world."""
+    from cff_lib import oracle
+
     metrics._check_pair(generated, source, ("generated", "source"))
     if len(conditions["caption"]) != generated.shape[0]:
         raise ValueError(f"conditions hold {len(conditions['caption'])} captions for {generated.shape[0]} images")
-    enc = model.encoders
+    enc, ref = model.encoders, ctx.referees
+    gen_cpu, src_cpu = generated.detach().cpu(), source.detach().cpu()
     ages, emos, va_t = _targets(conditions)
-    age_read, emo_read = enc.age(generated), enc.emotion(generated)
-    am = metrics.age_metrics(age_read.age.cpu().numpy(), ages)
-    pred = emo_read.logits.argmax(1).cpu().numpy()
-    vam = metrics.valence_arousal_metrics(emo_read.valence_arousal.cpu().numpy(), va_t)
+    emo_idx = np.asarray([EMOTIONS.index(e) for e in emos])
+    reading = ref.read(gen_cpu)  # 1. the referees (evidence)
+    am = metrics.age_metrics(reading["age"], ages)
+    pred = reading["emotion_probs"].argmax(1)
+    vam = metrics.valence_arousal_metrics(reading["valence_arousal"], va_t)
+    g_age = enc.age(generated).age.cpu().numpy()  # 2. the guides (fooling gap only)
+    g_pred = enc.emotion(generated).logits.argmax(1).cpu().numpy()
+    captions = list(conditions["caption"])
     per = {"ssim": np.asarray(metrics.ssim(generated, source).per_item),
-           "lpips": np.asarray(ctx.lpips(generated, source).per_item),
-           "identity_similarity": np.asarray(metrics.identity_similarity(enc.arcface, generated, source).per_item),
-           "clip_score": np.asarray(metrics.clip_score(ctx.clip, generated, list(conditions["caption"])).per_item),
-           "text_image_cosine": np.asarray(metrics.text_image_cosine(ctx.clip, generated,
-                                                                     list(conditions["caption"])).per_item),
+           "lpips": np.asarray(ctx.lpips(gen_cpu, src_cpu).per_item),
+           "identity_similarity": ref.identity_similarity(gen_cpu, src_cpu),
+           "clip_score": np.asarray(metrics.clip_score(ctx.clip, gen_cpu, captions).per_item),
+           "text_image_cosine": np.asarray(metrics.text_image_cosine(ctx.clip, gen_cpu, captions).per_item),
            "s_dir": np.asarray(metrics.directional_clip_similarity(
-               ctx.clip, generated, source, list(conditions["caption"]), list(conditions["source_caption"])).per_item),
-           "age_acc": 100.0 * (np.abs(age_read.age.cpu().numpy() - ages) <= am.tolerance + 1e-9),
-           "age_abs_err": np.abs(age_read.age.cpu().numpy() - ages),
-           "emo_acc": 100.0 * (pred == np.asarray([EMOTIONS.index(e) for e in emos])),
+               ctx.clip, gen_cpu, src_cpu, captions, list(conditions["source_caption"])).per_item),
+           "age_acc": 100.0 * (np.abs(reading["age"] - ages) <= am.tolerance + 1e-9),
+           "age_abs_err": np.abs(reading["age"] - ages),
+           "emo_acc": 100.0 * (pred == emo_idx),
            "avd": np.asarray(vam.avd_per_item),
            "cmc": _cmc_per_sample(cond) if method == CFF else np.full(len(ages), np.nan),
-           "cmc_image": _cmc_image(ctx.clip, generated, cond)}
-    summary = {k: float(np.mean(v)) for k, v in per.items() if k != "age_abs_err"}
+           "cmc_image": _cmc_image_referee(ctx.clip, gen_cpu, conditions),
+           "age_acc_guide": 100.0 * (np.abs(g_age - ages) <= am.tolerance + 1e-9),
+           "age_abs_err_guide": np.abs(g_age - ages),
+           "emo_acc_guide": 100.0 * (g_pred == emo_idx),
+           "identity_similarity_guide": np.asarray(metrics.identity_similarity(enc.arcface, generated,
+                                                                               source).per_item),
+           "clip_score_guide": np.asarray(metrics.clip_score(ctx.guide_clip, generated, captions).per_item),
+           "cmc_image_guide": _cmc_image(ctx.guide_clip, generated, cond)}
+    per["fooling_gap_age_y"] = per["age_abs_err_guide"] - per["age_abs_err"]
+    per["fooling_gap_emo_pts"] = per["emo_acc_guide"] - per["emo_acc"]
+    if rows is not None and ctx.profile is not None and oracle.has_oracle(ctx.profile):  # 3. the oracle
+        per.update(oracle.oracle_distances(ref, gen_cpu, oracle.oracle_targets(ctx.profile, rows)))
+    else:
+        per.update({k: np.full(len(ages), np.nan) for k in ORACLE_METRICS})
+    per["band_power"] = metrics.band_power(gen_cpu)  # 4. realism
+    summary = {k: float(np.mean(v)) for k, v in per.items()
+               if k not in ("age_abs_err", "age_abs_err_guide", "band_power", "oracle_mse")}
+    feats = ref.features(gen_cpu)
+    if ctx.realism_features is not None and len(feats) >= 2:
+        m = min(100, len(feats), len(ctx.realism_features))
+        realism_fd = metrics.frechet_distance(feats, ctx.realism_features)
+        realism_kid = 1000.0 * metrics.kernel_inception_distance(feats, ctx.realism_features, subset_size=m)[0]
+    else:
+        realism_fd = realism_kid = float("nan")
     summary.update(age_mae=am.mae, age_rmse=am.rmse, pearson_valence=vam.pearson_valence,
                    pearson_arousal=vam.pearson_arousal,
                    emotion_emd=metrics.emotion_emd(metrics.emotion_histogram(pred), metrics.emotion_histogram(emos)),
-                   fid=ctx.fid(source, generated).value if source.shape[0] >= 2 else float("nan"))
+                   fid=ctx.fid(src_cpu, gen_cpu).value if source.shape[0] >= 2 else float("nan"),
+                   age_mae_guide=float(np.mean(per["age_abs_err_guide"])),
+                   realism_fd=realism_fd, realism_kid=realism_kid,
+                   artefact_ratio=metrics.artefact_ratio(gen_cpu, src_cpu))
     if method != CFF:
         summary["cmc"] = float("nan")
     return summary, per
@@ -401,43 +509,50 @@ def _fmt(r: metrics.SeedResults, k: str, digits: int) -> str:
 
 
 def evaluate(model, baseline, profile, *, seeds: Sequence[int] | None = None, n_samples: int | None = None,
-             pool=None, methods: Sequence[str] = METHODS, lpips_backend: str = "synthetic") -> Evaluation:
-    """Run :func:`run_methods` and :func:`score` for every seed (module docstring); profile defaults."""
+             pool=None, methods: Sequence[str] = METHODS, lpips_backend: str = "synthetic",
+             referees=None, progress: bool = True) -> Evaluation:
+    """Run :func:`run_methods` and :func:`score` for every seed (module docstring); profile defaults.
+    ``referees`` default to the profile's (:func:`cff_lib.referees.load_referees`)."""
+    from tqdm.auto import tqdm
+
     seeds = tuple(int(s) for s in (seeds if seeds is not None else profile.eval.seeds))
     if not seeds:
         raise ValueError("seeds is empty: evaluation needs at least one seed")
     n = int(n_samples) if n_samples else profile.eval.n_samples
     pool = eval_pool(profile) if pool is None else list(pool)
-    ctx = metric_context(model, lpips_backend)
+    ctx = metric_context(model, referees, lpips_backend, profile)
     per_seed = {m: {k: [] for k in METRIC_NAMES} for m in methods}
     per_sample = {m: {} for m in methods}
     used, start = {}, time.perf_counter()
-    for seed in seeds:
+    for seed in tqdm(seeds, desc="evaluation seeds", disable=not progress):
         rows = seed_rows(pool, seed, n)
         used[seed] = [r.image for r in rows]
         images, conds = load_rows(profile, rows)
         outs = run_methods(model, baseline, images, conds, seed, profile, methods=methods)
         with torch.no_grad():
             cond = model.condition({**conds, "reference": images.to(model.device)})
+        outs[SOURCE] = images.to(model.device)  # calibration: what "no edit at all" scores
         for m, gen in outs.items():
-            summary, per = score(model, ctx, gen, images.to(gen.device), conds, cond, m)
+            summary, per = score(model, ctx, gen, images.to(gen.device), conds, cond, m, rows=rows)
             for k in METRIC_NAMES:
-                per_seed[m][k].append(summary[k])
+                per_seed.setdefault(m, {k: [] for k in METRIC_NAMES})[k].append(summary[k])
             for k, v in per.items():
-                per_sample[m].setdefault(k, []).append(v)
+                per_sample.setdefault(m, {}).setdefault(k, []).append(v)
     return Evaluation(seeds, per_seed, per_sample, used, time.perf_counter() - start)
 
 
 def _cache_key(model, baseline_info: Mapping[str, Any], profile, seeds, n, methods) -> dict[str, Any]:
     from cff_lib.model import MODEL_FILE, weights_root
+    from cff_lib.referees import referee_paths
     from cff_lib.weights import sha256_file
 
     trained = weights_root(profile) / MODEL_FILE
+    refs = {k: sha256_file(p) if p.is_file() else "absent" for k, p in referee_paths(weights_root(profile)).items()}
     return {"protocol": EVAL_PROTOCOL, "profile": profile.name, "fingerprint": profile.fingerprint(),
             "seeds": list(seeds), "n_samples": n,
             "methods": list(methods), "backends": dict(model.backend_digests),
             "model_sha256": sha256_file(trained) if trained.is_file() else "absent",
-            "baseline_sha256": baselines_sha(baseline_info)}
+            "baseline_sha256": baselines_sha(baseline_info), "referees_sha256": refs}
 
 
 def baselines_sha(info: Mapping[str, Any]) -> str:
@@ -463,9 +578,10 @@ def evaluate_cached(model, baseline, baseline_info: Mapping[str, Any], profile, 
     if path.is_file():
         data = json.loads(path.read_text())
         if data.get("key") == key and all(m in data["per_seed"] for m in methods):
-            ev = Evaluation(tuple(data["seeds"]), {m: data["per_seed"][m] for m in methods},
+            kept = [m for m in data["per_seed"] if m in methods or m == SOURCE]
+            ev = Evaluation(tuple(data["seeds"]), {m: data["per_seed"][m] for m in kept},
                             {m: {k: [np.asarray(a) for a in v] for k, v in data["per_sample"][m].items()}
-                             for m in methods}, {int(k): v for k, v in data["rows"].items()}, data["wall_s"])
+                             for m in kept}, {int(k): v for k, v in data["rows"].items()}, data["wall_s"])
             return ev, f"loaded {path} (made {data['date']}, same weights sha256, seeds and samples)"
     ev = evaluate(model, baseline, profile, seeds=seeds, n_samples=n, methods=METHODS)
     import datetime as dt
@@ -488,7 +604,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def inversion_fidelity(model, profile, images: torch.Tensor, t0s: Sequence[int] = INVERSION_T0,
-                       lpips_backend: str = "synthetic"):
+                       lpips_backend: str = "synthetic", referees=None):
     """Reconstruction (invert to t0, reverse with c = None) before any edit: PSNR, LPIPS, identity per t0.
 
     Rows for the pretrained DDPM as loaded (``unet = "pretrained DDPM"``) and, when the model fine-tunes its
@@ -497,7 +613,7 @@ def inversion_fidelity(model, profile, images: torch.Tensor, t0s: Sequence[int] 
     import pandas as pd
 
     _check_batch(images, {"caption": [""] * int(getattr(images, "shape", [0])[0])})
-    ctx = metric_context(model, lpips_backend)
+    ctx = metric_context(model, referees, lpips_backend, profile, realism_n=0)
     d, rows = profile.ddim, []
     unets = [("pretrained DDPM", pretrained_backbone(model))]
     if model.fine_tunes_unet:
@@ -508,8 +624,8 @@ def inversion_fidelity(model, profile, images: torch.Tensor, t0s: Sequence[int] 
             rec = ddim.edit(unet, images, None, int(t0), steps, steps, spacing=d.spacing).clamp(-1, 1)
             rows.append({"unet": name, "t0": int(t0), "n_images": images.shape[0], "steps": steps,
                          "psnr_db": float(np.mean(psnr(rec, images))), "lpips": ctx.lpips(rec, images).mean,
-                         "identity_similarity": metrics.identity_similarity(model.encoders.arcface, rec,
-                                                                            images).mean,
+                         "identity_similarity": float(ctx.referees.identity_similarity(rec.cpu(),
+                                                                                       images.cpu()).mean()),
                          "ssim": metrics.ssim(rec, images).mean})
     return pd.DataFrame(rows)
 
@@ -517,10 +633,14 @@ def inversion_fidelity(model, profile, images: torch.Tensor, t0s: Sequence[int] 
 # ------------------------------------------------------------------------------------------ Fig. 6 sweep
 @torch.no_grad()
 def integration_sweep(model, profile, images: torch.Tensor, conditions: Mapping[str, Any], seed: int,
-                      levels: Sequence[float] = INTEGRATION_LEVELS):
-    """SSIM (to the source) and CMC vs reference-image integration r (module docstring)."""
+                      levels: Sequence[float] = INTEGRATION_LEVELS, referees=None):
+    """SSIM (to the source), CMC and the identity referee's similarity vs reference-image integration r."""
     import pandas as pd
 
+    if referees is None:
+        from cff_lib.referees import load_referees
+
+        referees = load_referees(profile)
     _check_batch(images, conditions)
     if any(not 0.0 <= float(r) <= 1.0 for r in levels):
         raise ValueError(f"levels={list(levels)} must lie in [0, 1]")
@@ -540,7 +660,7 @@ def integration_sweep(model, profile, images: torch.Tensor, conditions: Mapping[
         cmc = np.where(use, cmc_with, cmc_without)
         rows.append({"integration": float(r), "n_with_reference": int(use.sum()), "n": b,
                      "ssim": metrics.ssim(gen, images).mean, "cmc": float(np.nanmean(cmc)),
-                     "identity_similarity": metrics.identity_similarity(model.encoders.arcface, gen, images).mean})
+                     "identity_similarity": float(referees.identity_similarity(gen.cpu(), images.cpu()).mean())})
     return pd.DataFrame(rows)
 
 
@@ -592,7 +712,8 @@ def claims_measured(ev: Evaluation, claims, profile, ttests=None) -> tuple[dict,
     DiffusionCLIP (= our text-only baseline) and Table 6 from ``ttests``; every other claim a reason."""
     measured, reasons = {}, {}
     prov = (f"profile {profile.name}, seeds {list(ev.seeds)}, {len(next(iter(ev.rows.values())))} held-out "
-            "faces per seed, cff_lib.evaluation.evaluate")
+            "faces per seed, cff_lib.evaluation.evaluate; attributes, identity and CLIP metrics read by the "
+            "referees (cff_lib.referees), never by the loss's guides")
     t6 = {"Emotion accuracy": "emo_acc", "Age accuracy": "age_acc", "CMC": "cmc_image"}
     for c in claims:
         if c.table in ("Table 4", "Table 5") and c.row in CLAIM_ROWS and c.column in CLAIM_COLUMNS:
@@ -601,7 +722,7 @@ def claims_measured(ev: Evaluation, claims, profile, ttests=None) -> tuple[dict,
             if math.isfinite(m):
                 note = ("" if c.row == "ClipFaceFusion"
                         else "; DiffusionCLIP = our text-only baseline, same pretrained DDPM")
-                note += "; LPIPS-VGG(synthetic), not LPIPS-alex" if metric == "lpips" else ""
+                note += "; LPIPS(referees), not LPIPS-alex" if metric == "lpips" else ""
                 measured[c.key] = (m, s, prov + note)
             else:
                 reasons[c.key] = "CMC is not defined for a text-only method (one modality; cff_lib.evaluation)"

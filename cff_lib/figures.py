@@ -12,6 +12,11 @@ from cff_lib.atomic import atomic_path, atomic_write_text
 from cff_lib.provenance import Stamp
 
 
+CSV_FLOAT_FORMAT = "%.4g"
+"""Floats in CSV tables keep 4 significant digits: the precision a rerun reproduces (thread scheduling changes
+float sums in the 7th digit), so a second ``make reproduce`` leaves every CSV byte-identical."""
+
+
 def save_figure(fig, name: str, out_dir: str | Path, stamp: Stamp, dpi: int = 150) -> list[Path]:
     """Save a matplotlib figure as ``out_dir/name.png`` and ``.pdf`` with the stamp in its footer."""
     out_dir = Path(out_dir)
@@ -41,7 +46,7 @@ def save_table(df, name: str, out_dir: str | Path, stamp: Stamp, caption: str = 
             return ""  # unknown / not applicable cells stay empty, never "nan"
         return float_format.format(value)
 
-    csv = df.to_csv(index=False)
+    csv = df.to_csv(index=False, float_format=CSV_FLOAT_FORMAT)
     md = (f"<!-- {stamp.line()} -->\n" + (f"**{caption}**\n\n" if caption else "")
           + _markdown(df, fmt) + "\n")
     tex = (f"% {stamp.line()}\n"

@@ -3,6 +3,7 @@ tiny untrained model (zero-initialised projection: the edit *is* the reconstruct
 import dataclasses
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,6 +14,7 @@ from cff_lib.conditional_unet import tiny_unet_config
 from cff_lib.config import load_profile
 from cff_lib.model import build_model
 from cff_lib.world import COMPOSITE_NAME, ensure_world, manifest_dir
+from conftest import random_referees
 
 
 def _per_sample():
@@ -39,6 +41,17 @@ def test_control_table_by_hand():
     assert "same_identity" not in control.control_table(_per_sample()).columns
     with pytest.raises(ValueError, match="identity_threshold"):
         control.control_table(_per_sample(), identity_threshold=3.0)
+
+
+def test_control_table_fooling_gap_by_hand():
+    df = _per_sample()
+    df["age_error_guide"] = df["age_error"] - 2.0  # the guide reads every face 2 years closer to its target
+    df["emotion_correct_guide"] = 1.0
+    df["identity_similarity_guide"] = 0.9
+    t = control.control_table(df).set_index("variant")
+    assert t.loc["edited", "fooling_gap_age_y"] == pytest.approx(-2.0)
+    assert t.loc["edited", "fooling_gap_emotion_pts"] == pytest.approx(0.0)
+    assert t.loc["source", "fooling_gap_emotion_pts"] == pytest.approx(100.0)
 
 
 def test_bar_chart_has_a_panel_per_metric():
@@ -69,12 +82,19 @@ def test_untrained_model_edit_reads_exactly_as_the_reconstruction(tmp_path):
     torch.set_num_threads(1)
     model = build_model(p, tmp_path, allow_untrained=True, unet_config=tiny_unet_config(32))
     rows = control.control_rows(read_composite(manifest_dir(p) / COMPOSITE_NAME).split("val"), 3)
-    df = control.measure_control(model, p, rows, progress=False)
+    df = control.measure_control(model, p, rows, referees=random_referees(32), progress=False)
     assert len(df) == 3 * len(rows) and set(df["variant"]) == set(control.VARIANTS)
     recon = df[df["variant"] == "reconstruction"].reset_index(drop=True)
     edited = df[df["variant"] == "edited"].reset_index(drop=True)
-    for col in ("age_est", "emotion_est", "target_emotion_prob", "identity_similarity"):
+    for col in ("age_est", "emotion_est", "target_emotion_prob", "identity_similarity", "age_guide",
+                "emotion_guide", "identity_similarity_guide", "oracle_mse", "band_power"):
         assert recon[col].tolist() == edited[col].tolist(), col
+    # the oracle is the same person at the target: the source is its own distance from it
+    assert (df["source_oracle_mse"] > 0).all() and df["oracle_mse"].notna().all()
+    table = control.control_table(df, identity_threshold=0.5,
+                                  reference_features=np.stack(df["referee_feature"].to_list()), kid_subset=3)
+    assert {"fooling_gap_age_y", "fooling_gap_emotion_pts", "kid", "artefact_ratio"} <= set(table.columns)
+    assert table.set_index("variant").loc["source", "artefact_ratio"] == pytest.approx(1.0)
     src = df[df["variant"] == "source"]
     assert (src["identity_similarity"] - 1).abs().max() < 1e-5
     assert df["target_emotion_prob"].between(0, 1).all()

@@ -13,6 +13,7 @@ from cff_lib import baselines, evaluation
 from cff_lib.conditional_unet import tiny_unet_config
 from cff_lib.config import load_profile
 from cff_lib.model import build_model
+from conftest import random_referees
 
 
 def small_profile():
@@ -27,6 +28,11 @@ def setup(tmp_path_factory):
     model = build_model(p, tmp_path_factory.mktemp("w"), allow_untrained=True,
                         unet_config=tiny_unet_config(32)).eval()
     return p, model, baselines.baseline_from_model(model).eval()
+
+
+@pytest.fixture(scope="module")
+def refs():
+    return random_referees(32)
 
 
 def _inputs(b: int = 4, size: int = 32):
@@ -117,12 +123,12 @@ def test_run_methods_rejects_bad_input(setup):
         evaluation.run_methods(model, None, images, conds, 42, p)
 
 
-def test_score_computes_every_metric(setup):
+def test_score_computes_every_metric(setup, refs):
     p, model, bl = setup
     images, conds = _inputs()
     out = evaluation.run_methods(model, bl, images, conds, 42, p)
     cond = model.condition({**conds, "reference": images})
-    ctx = evaluation.metric_context(model)
+    ctx = evaluation.metric_context(model, refs, profile=p, realism_n=8)
     s_cff, per = evaluation.score(model, ctx, out[evaluation.CFF], images, conds, cond, evaluation.CFF)
     s_txt, _ = evaluation.score(model, ctx, out[evaluation.TEXT_ONLY], images, conds, cond, evaluation.TEXT_ONLY)
     for k in evaluation.METRIC_NAMES:
@@ -131,13 +137,21 @@ def test_score_computes_every_metric(setup):
     assert math.isfinite(s_cff["cmc"]) and math.isnan(s_txt["cmc"])  # paper CMC: fused modalities only
     assert math.isfinite(s_txt["cmc_image"])
     assert per["ssim"].shape == (4,)
+    # the fooling gap is the guide's reading minus the referee's, per sample
+    np.testing.assert_allclose(per["fooling_gap_emo_pts"], per["emo_acc_guide"] - per["emo_acc"])
+    assert s_cff["fooling_gap_age_y"] == pytest.approx(s_cff["age_mae_guide"] - s_cff["age_mae"])
+    assert all(math.isnan(s_cff[k]) for k in evaluation.ORACLE_METRICS)  # no rows given: no oracle
+    assert math.isfinite(s_cff["realism_kid"]) and s_cff["artefact_ratio"] > 0
+    same, _ = evaluation.score(model, ctx, images, images, conds, cond, evaluation.SOURCE)
+    assert same["ssim"] == pytest.approx(1.0) and same["identity_similarity"] == pytest.approx(1.0)
+    assert same["artefact_ratio"] == pytest.approx(1.0) and same["lpips"] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_score_passes_size_and_count_errors_through(setup):
+def test_score_passes_size_and_count_errors_through(setup, refs):
     p, model, bl = setup
     images, conds = _inputs()
     cond = model.condition({**conds, "reference": images})
-    ctx = evaluation.metric_context(model)
+    ctx = evaluation.metric_context(model, refs, profile=p, realism_n=0)
     small = torch.zeros(4, 3, 16, 16)
     with pytest.raises(ValueError, match="same size"):
         evaluation.score(model, ctx, small, images, conds, cond, evaluation.RECON)
@@ -193,19 +207,19 @@ def test_evaluation_table_reports_mean_and_std_and_na():
     assert t.iloc[1]["cmc"] == "n/a"
 
 
-def test_inversion_fidelity_and_integration_sweep(setup):
+def test_inversion_fidelity_and_integration_sweep(setup, refs):
     p, model, bl = setup
     images, conds = _inputs()
-    inv = evaluation.inversion_fidelity(model, p, images, t0s=(10, 20))
+    inv = evaluation.inversion_fidelity(model, p, images, t0s=(10, 20), referees=refs)
     assert model.trainable == "fusion+unet"  # ci: both the pretrained DDPM and the model's UNet are reported
     assert list(inv["unet"]) == ["pretrained DDPM"] * 2 + ["ClipFaceFusion UNet"] * 2
     assert list(inv["t0"]) == [10, 20, 10, 20] and (inv["psnr_db"] > 0).all()
     # untrained: the model's UNet still is the pretrained one, so both halves read the same
     np.testing.assert_allclose(inv["psnr_db"][:2].to_numpy(), inv["psnr_db"][2:].to_numpy(), rtol=1e-5)
-    sweep = evaluation.integration_sweep(model, p, images, conds, 42, levels=(0.0, 0.5, 1.0))
+    sweep = evaluation.integration_sweep(model, p, images, conds, 42, levels=(0.0, 0.5, 1.0), referees=refs)
     assert list(sweep["n_with_reference"]) == [0, 2, 4]
     with pytest.raises(ValueError, match="must lie in"):
-        evaluation.integration_sweep(model, p, images, conds, 42, levels=(1.5,))
+        evaluation.integration_sweep(model, p, images, conds, 42, levels=(1.5,), referees=refs)
 
 
 def test_psnr_of_identical_images_is_infinite():

@@ -25,6 +25,15 @@ def test_table_formats_and_stamp(tmp_path):
         save_table(df.iloc[:0], "empty", tmp_path, STAMP)
 
 
+def test_csv_is_byte_identical_when_a_rerun_differs_in_the_seventh_digit(tmp_path):
+    a = pd.DataFrame({"method": ["ours"], "ssim": [0.7781234], "fid": [12.345678]})
+    b = pd.DataFrame({"method": ["ours"], "ssim": [0.7781236], "fid": [12.345679]})
+    save_table(a, "a", tmp_path, STAMP)
+    save_table(b, "b", tmp_path, STAMP)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert (tmp_path / "a.csv").read_text().splitlines()[1] == "ours,0.7781,12.35"
+
+
 def test_figure_png_and_pdf(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
