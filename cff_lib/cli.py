@@ -1,4 +1,5 @@
-"""The ``cff`` command: ``cff reproduce``, ``cff profiles``, ``cff synth``, ``cff manifests``."""
+"""The ``cff`` command: ``cff reproduce``, ``cff profiles``, ``cff synth``, ``cff manifests``, ``cff weights``,
+``cff edit``, ``cff generate`` and ``cff app`` (the last three: ``cff_lib.editing``, ``cff_lib.app``)."""
 from __future__ import annotations
 
 import argparse
@@ -68,6 +69,47 @@ def _weights(args) -> int:
     return 0 if not problems else 1
 
 
+def _edit(args) -> int:
+    from cff_lib.editing import run_edit
+
+    run_edit(args.face, args.out, text=args.text, age=args.age, emotion=args.emotion, intensity=args.intensity,
+             gender=args.gender, audio=args.audio, t0=args.t0, steps=args.steps, profile=args.profile,
+             upscale=args.upscale)
+    return 0
+
+
+def _generate(args) -> int:
+    from cff_lib.editing import run_generate
+
+    run_generate(args.out, args.n, text=args.text, age=args.age, emotion=args.emotion, intensity=args.intensity,
+                 gender=args.gender, audio=args.audio, steps=args.steps, seed=args.seed, profile=args.profile,
+                 upscale=args.upscale)
+    return 0
+
+
+def _app(args) -> int:
+    from cff_lib.app import serve
+
+    serve(args.profile, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+def _add_conditions(p: argparse.ArgumentParser) -> None:
+    from cff_lib.emotions import EMOTIONS
+
+    p.add_argument("--text", default=None, help="target text T, e.g. 'a 70-year-old smiling woman' (default: "
+                   "built from --age, --emotion and --gender)")
+    p.add_argument("--age", type=float, default=None, help="target age in years, 0-120")
+    p.add_argument("--emotion", default=None, metavar="NAME", help=f"target emotion: {', '.join(EMOTIONS)}")
+    p.add_argument("--intensity", type=float, default=1.0, help="emotion intensity in [0, 1] (default 1)")
+    p.add_argument("--gender", default=None, choices=["female", "male"], help="only words the default caption")
+    p.add_argument("--audio", default=None, metavar="WAV", help="a voice clip (any file soundfile reads; "
+                   "mixed to mono, resampled to 16 kHz, at most 30 s)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the profile's)")
+    p.add_argument("--profile", default="toy", help="preset name or YAML path (default toy)")
+    p.add_argument("--upscale", type=int, default=1, help="enlarge the written PNG N times (nearest; default 1)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cff", description="ClipFaceFusion companion")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +134,24 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("action", choices=["verify"])
     w.add_argument("--profile", default="toy")
     w.set_defaults(func=_weights)
+    e = sub.add_parser("edit", help="edit a face image toward text / age / emotion / voice targets")
+    e.add_argument("face", help="face image (any file Pillow reads; centre-cropped, resized to the profile's size)")
+    _add_conditions(e)
+    e.add_argument("--t0", type=int, default=None, help="inversion depth in [1, 999] (default: the profile's)")
+    e.add_argument("--out", required=True, help="where to write the edited face (.png)")
+    e.set_defaults(func=_edit)
+    g = sub.add_parser("generate", help="draw faces from noise toward text / age / emotion / voice targets")
+    _add_conditions(g)
+    g.add_argument("-n", type=int, default=4, help="how many faces (1-64, default 4)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the initial noise x_T (default 0)")
+    g.add_argument("--out", required=True, help="where to write the grid of faces (.png)")
+    g.set_defaults(func=_generate)
+    a = sub.add_parser("app", help="the web editor (Gradio), on 127.0.0.1 unless --host says otherwise")
+    a.add_argument("--profile", default="toy")
+    a.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    a.add_argument("--port", type=int, default=7860)
+    a.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    a.set_defaults(func=_app)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
