@@ -24,6 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import torch  # noqa: E402
 
 from cff_lib.editing import (  # noqa: E402
+    FACE_MAX_BYTES,
     Editor,
     InputError,
     Readings,
@@ -102,6 +103,7 @@ def readings_markdown(columns: dict[str, Readings | None], target: Target, note:
     lines.append("")
     lines.append(f"Target: *{target.caption}*" + (f" ({', '.join(targets)})" if targets else "")
                  + (" + voice" if target.voice is not None else ""))
+    lines.append("")
     lines.append(f"Mean |edit − source| {heat_mean:.3f} (of 2). Edit took {seconds:.2f} s"
                  + (" (inversion reused)." if reused else " (inversion included)."))
     return "\n".join(lines)
@@ -228,11 +230,12 @@ def build_app(editor: Editor, faces: list[tuple[str, str]] | None = None):
         with gr.Row():
             with gr.Column(scale=1):
                 face = gr.Image(label="face (upload, or pick a held-out face below)", type="filepath",
-                                image_mode=None, format="png", sources=["upload", "clipboard"], height=220)
+                                image_mode=None, format="png", sources=["upload", "clipboard"], height=220,
+                                elem_id="cff-face")
                 gallery = gr.Gallery(value=[(app_state.pick(i), lab) for i, (lab, _) in enumerate(app_state.faces)]
                                      or None, format="png",
                                      label=f"held-out faces of the {editor.profile.name} world (click to pick)",
-                                     columns=8, height=200, allow_preview=False)
+                                     columns=8, height=200, allow_preview=False, elem_id="cff-held-out")
                 text = gr.Textbox(label="text (optional; default: built from age and emotion)",
                                   placeholder="e.g. a 70-year-old happy woman")
                 with gr.Row():
@@ -336,13 +339,15 @@ def launch(demo, host: str = DEFAULT_HOST, port: int | None = None, *, share: bo
     if share:
         print("warning: share=True opens a public gradio.live link to this editor")
     return demo.launch(server_name=host, server_port=port, share=bool(share), prevent_thread_lock=not block,
-                       quiet=quiet, ssr_mode=False, footer_links=["api"])
+                       quiet=quiet, ssr_mode=False, footer_links=["api"], max_file_size=FACE_MAX_BYTES)
 
 
 def serve(profile: str | Any = "toy", host: str = DEFAULT_HOST, port: int | None = 7860, share: bool = False,
           *, editor: Editor | None = None, block: bool = True):
     """``cff app``: load the profile's model, build the page and serve it."""
-    editor = editor or Editor.load(profile)
+    if editor is None:
+        print(f"loading the trained ClipFaceFusion of profile {getattr(profile, 'name', profile)!r} ...")
+        editor = Editor.load(profile)
     demo = build_app(editor)
     launch(demo, host, port, share=share, block=block)
     return demo

@@ -122,6 +122,13 @@ def test_notebook_editor_sliders_re_edit(editor, face):
     assert "a 20-year-old woman" in report.value
 
 
+def test_without_referees_the_page_says_so_in_one_line():
+    md = app_mod.readings_markdown({"source": None, "edit": None}, app_mod.Target(age=40.0), "no readings: "
+                                   "the referee weights are not there yet", 0.1, 0.5, True)
+    assert "**Referees:** no readings: the referee weights are not there yet" in md and "| age" not in md
+    assert "a 40-year-old person" in md and "inversion reused" in md
+
+
 def test_held_out_faces_come_from_the_val_and_test_splits():
     from cff_lib.config import load_profile
 
@@ -140,19 +147,29 @@ def _chromium() -> str | None:
 
 
 @pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine (apt-get install chromium)")
-def test_one_edit_in_a_real_browser(served, face, tmp_path):
+def test_one_edit_and_an_age_strip_in_a_real_browser(served, editor, face, tmp_path):
+    """Pick a held-out face (or upload one), press Edit, then the age strip, in Chromium; screenshots go to
+    $CFF_SCREENSHOT_DIR."""
     playwright = pytest.importorskip("playwright.sync_api")
-    _, url = served
+    demo, url = served
+    shots = Path(os.environ.get("CFF_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.goto(url)
-            page.locator("input[type=file]").first.set_input_files(str(face))
+            if demo.fns and app_mod.held_out_faces(editor.profile, limit=1):  # pick a held-out face from the gallery
+                page.locator("#cff-held-out img").first.click()
+            else:
+                page.locator("input[type=file]").first.set_input_files(str(face))
+            page.locator("#cff-face img").first.wait_for(timeout=30_000)
             page.get_by_role("button", name="Edit", exact=True).click()
             page.get_by_text("Edit took").wait_for(timeout=60_000)
-            shot = Path(os.environ.get("CFF_SCREENSHOT_DIR", tmp_path)) / "app_edit.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 0
+            page.screenshot(path=str(shots / "app_edit.png"), full_page=True)
+            page.get_by_role("button", name="Age-progression strip").click()
+            page.get_by_text("target 70 y").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(shots / "app_age_strip.png"), full_page=True)
+            assert (shots / "app_edit.png").stat().st_size > 0
         finally:
             browser.close()
