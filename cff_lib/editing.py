@@ -57,6 +57,9 @@ MAX_CLIP_SECONDS = 30.0
 MAX_GENERATE = 64
 """Most faces one ``cff generate`` draws."""
 
+SATURATED = 0.25
+"""``cff generate`` warns when more than this share of the pixels left [-1, 1] before clamping (a saturated chain)."""
+
 OUTPUT_SUFFIXES = (".png",)
 """What ``--out`` may end in (lossless: the result's pixels are exactly the model's)."""
 
@@ -373,6 +376,7 @@ class Editor:
     referees: Any = None
     cache_size: int = 16
     referee_note: str | None = None
+    last_clipped: float | None = None  # share of the last generation's pixels outside [-1, 1] before clamping
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _referees_tried: bool = False
 
@@ -532,6 +536,7 @@ class Editor:
         with _counting_unet_calls(self.model.unet, steps, "generating", progress, [0]):
             c = self.condition([target] * int(n), None)  # as model.generate: no reference image
             out = ddim.generate(self.model.unet, c, steps, generator=gen, spacing=self.spacing)
+        self.last_clipped = float((out.abs() > 1.0).float().mean())  # share of pixels outside [-1, 1]
         return out.clamp(-1, 1).cpu()
 
     # -------------------------------------------------------------- referees
@@ -715,6 +720,10 @@ def run_generate(out: str | os.PathLike, n: int, *, text=None, age=None, emotion
         faces = editor.generate(target, int(n), steps, seed, progress=progress)
     finally:
         bar.close()
+    if editor.last_clipped is not None and editor.last_clipped > SATURATED:
+        echo(f"warning: {100 * editor.last_clipped:.0f}% of the pixels fell outside [-1, 1] before clamping: "
+             f"this model does not turn pure noise into faces (profile {p.name}); editing a real face "
+             "(cff edit) is what it was trained for")
     readings = editor.read(faces)
     if readings is None:
         echo(f"referees: {editor.referee_note}")

@@ -173,6 +173,14 @@ def test_cff_generate_writes_a_grid(tmp_path, capsys, use_editor):
     assert text.count("face ") >= 3 and f"wrote {out}" in text
 
 
+def test_generate_warns_when_the_chain_saturates(tmp_path, capsys, use_editor, monkeypatch):
+    from cff_lib import ddim
+
+    monkeypatch.setattr(ddim, "generate", lambda unet, c, steps, **kw: torch.full((c.shape[0], 3, 32, 32), 5.0))
+    assert cli.main(["generate", "-n", "2", "--steps", "2", "--out", str(tmp_path / "g.png")]) == 0
+    assert "warning: 100% of the pixels fell outside [-1, 1]" in capsys.readouterr().out
+
+
 def test_generate_is_seeded(toy_editor):
     t = editing.make_target(text="a happy face")
     a, b = toy_editor.generate(t, 2, 3, seed=5), toy_editor.generate(t, 2, 3, seed=5)
