@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -47,6 +48,9 @@ from cff_lib.emotions import EMOTIONS
 
 FACE_MAX_PIXELS = 40_000_000
 """Largest face image accepted (width x height): a 40-megapixel photo; more is treated as a decompression bomb."""
+
+EXIF_ORIENTATION = 0x0112
+"""EXIF tag of how a photo is stored (1 = upright; phones often store portraits turned, with 6 or 8)."""
 
 FACE_MAX_BYTES = 100 * 1024 * 1024
 """Largest face file accepted (bytes)."""
@@ -183,7 +187,7 @@ def read_face(path: str | os.PathLike, size: int) -> Face:
     Refuses empty, truncated and non-image files and images over :data:`FACE_MAX_PIXELS` pixels
     (``DecompressionBombError`` / ``DecompressionBombWarning`` are errors here).
     """
-    from PIL import Image, ImageFile, UnidentifiedImageError
+    from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
     from cff_lib.preprocessing import load_image
 
@@ -208,6 +212,8 @@ def read_face(path: str | os.PathLike, size: int) -> Face:
                     raise InputError(f"face {str(path)!r} is {w}x{h} = {w * h / 1e6:.0f} megapixels; at most "
                                      f"{FACE_MAX_PIXELS / 1e6:.0f} (a decompression bomb?)")
                 im.load()  # decodes: a truncated or corrupt file fails here
+                orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+                upright = ImageOps.exif_transpose(im) if orientation not in (1, None) else None
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -219,14 +225,21 @@ def read_face(path: str | os.PathLike, size: int) -> Face:
     if min(w, h) < 1:
         raise InputError(f"face {str(path)!r} is empty ({w}x{h})")
     try:
-        image = load_image(path, size)
+        if upright is None:
+            image = load_image(path, size)
+        else:  # a phone photo stored sideways: crop and resize the upright picture (a temporary lossless copy)
+            w, h = upright.size
+            with tempfile.TemporaryDirectory(prefix="cff-face-") as tmp:
+                upright.save(Path(tmp) / "upright.png", format="PNG")
+                image = load_image(Path(tmp) / "upright.png", size)
     except ValueError as err:
         raise InputError(str(err)) from None
     side = min(w, h)
     crop = f"centre-cropped to {side}x{side} and " if w != h else ""
     resize = f"resized to {size}x{size}" if side != size else f"kept at {size}x{size}"
-    return Face(torch.from_numpy(image), f"face {path.name}: {fmt} {w}x{h} {mode}, {crop}{resize} (the profile's "
-                                         "resolution)")
+    rotated = f"turned upright (EXIF orientation {orientation}), " if upright is not None else ""
+    return Face(torch.from_numpy(image), f"face {path.name}: {fmt} {w}x{h} {mode}, {rotated}{crop}{resize} (the "
+                                         "profile's resolution)")
 
 
 def read_voice(path: str | os.PathLike, sample_rate: int, max_seconds: float) -> Voice:

@@ -197,6 +197,20 @@ def test_a_non_square_photo_is_centre_cropped_and_resized(tmp_path):
     assert "JPEG 80x50" in f.note and "centre-cropped to 50x50" in f.note and "resized to 32x32" in f.note
 
 
+def test_a_phone_photo_stored_sideways_is_turned_upright(tmp_path):
+    upright = np.zeros((80, 40, 3), dtype=np.uint8)  # portrait: top half white, bottom half black
+    upright[:40] = 255
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))  # stored turned, as phones do
+    exif = Image.Exif()
+    exif[editing.EXIF_ORIENTATION] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "phone.jpg"
+    stored.save(path, exif=exif, quality=95)
+    f = editing.read_face(path, 8)
+    assert "turned upright (EXIF orientation 6)" in f.note and "40x80" in f.note
+    top, bottom = f.image[:, :4].mean(), f.image[:, 4:].mean()  # the centre square: white above, black below
+    assert top > 0.5 and bottom < -0.5
+
+
 def test_a_voice_is_mixed_to_mono_and_resampled(tmp_path):
     v = editing.read_voice(write_wav(tmp_path / "v.wav", 1.5, rate=22050, channels=2), 16000, 5.0)
     assert v.wave.shape == (24000,) and abs(float(v.wave.mean())) < 1e-4 and abs(float(v.wave.std()) - 1) < 1e-3
