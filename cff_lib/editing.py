@@ -691,7 +691,9 @@ def run_edit(face: str | os.PathLike, out: str | os.PathLike, *, text=None, age=
     echo(f"target: {target.describe()}" if not target.empty else
          "target: none given -> the unconditioned reconstruction (inversion, then sampling with c = None)")
     echo(f"DDIM: invert to t0={t0} in {steps} steps, sample back in {steps} steps (profile {p.name})")
-    editor = editor or Editor.load(p)
+    if editor is None:
+        echo(f"loading the trained ClipFaceFusion of profile {p.name} ...")
+        editor = Editor.load(p)
     bar, progress = _tqdm_progress("edit")
     try:
         result = editor.edit(src.image, target, t0, steps, progress=progress)["edit"]
@@ -727,7 +729,9 @@ def run_generate(out: str | os.PathLike, n: int, *, text=None, age=None, emotion
         target = Target(target.text, target.age, target.emotion, target.intensity, target.gender, voice)
     echo(f"target: {target.describe()}")
     echo(f"DDIM: {n} faces from x_T ~ N(0, I), {steps} steps from t = 999, seed {seed} (profile {p.name})")
-    editor = editor or Editor.load(p)
+    if editor is None:
+        echo(f"loading the trained ClipFaceFusion of profile {p.name} ...")
+        editor = Editor.load(p)
     bar, progress = _tqdm_progress("generate")
     try:
         faces = editor.generate(target, int(n), steps, seed, progress=progress)
