@@ -30,6 +30,7 @@ not the UNet (diffusers' pipelines would fail on it with "class_labels should be
 from __future__ import annotations
 
 import functools
+import json
 import os
 import warnings
 from pathlib import Path
@@ -43,6 +44,7 @@ from cff_lib.atomic import atomic_directory, atomic_path
 
 PAPER_UNET_ID = "google/ddpm-ema-celebahq-256"
 _PROJ_FILE = "cond_proj.safetensors"
+_SCHEDULE_FILE = "cff_scheduler_config.json"  # a UNet folder's carried schedule (save_unet / load_unet)
 _UNET_SUBFOLDER = "unet"
 
 _MISSING_WEIGHTS = (  # formatted with path=...
@@ -122,6 +124,18 @@ def tiny_unet_config(sample_size: int = 16) -> dict[str, Any]:
     return cfg
 
 
+def synthetic_v2_unet_config(resolution: int = 32) -> dict[str, Any]:
+    """The wider synthetic UNet of the ``toy_v2`` DDPM recipe (cff_lib.pretrain_ddpm; docs/errata.md).
+
+    Same blocks as ``synthetic_unet_config`` with a wider bottom level and two ResNets per level (32²: channels
+    (32, 64, 128), attention at 16 × 16 and in the middle block; 3,692,867 parameters, ~2.9 s per AdamW step at
+    batch 64 on one CPU thread, ``bench/bench_ddpm_arch.py``).
+    """
+    cfg = synthetic_unet_config(resolution)
+    cfg.update(block_out_channels=(32, 64, 128) if resolution == 32 else (32, 32, 64, 128), layers_per_block=2)
+    return cfg
+
+
 def paper_scheduler_config() -> dict[str, Any]:
     """The ``DDPMScheduler`` config shipped with ``google/ddpm-ema-celebahq-256``.
 
@@ -139,10 +153,76 @@ def paper_scheduler_config() -> dict[str, Any]:
     )
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")  # what the UNet outputs: ε, or v = √ᾱ ε − √(1−ᾱ) x0
+NOISE_SCHEDULES = ("linear", "cosine", "linear_zero_snr", "cosine_zero_snr")
+SCHEDULER_ATTR = "noise_scheduler_config"  # the attribute a loaded UNet carries its DDPMScheduler config in
+
+
+def diffusion_scheduler_config(schedule: str = "linear", prediction_type: str = "epsilon") -> dict[str, Any]:
+    """A ``DDPMScheduler`` config: the paper's K = 1000 with another ᾱ schedule and/or prediction target.
+
+    ``schedule``: "linear" (the paper's β 1e-4 → 0.02; ᾱ_999 = 4.0e-5, i.e. non-zero terminal SNR),
+    "cosine" (Nichol & Dhariwal's ``squaredcos_cap_v2``; ᾱ_999 ≈ 2e-9), or either rescaled to zero terminal
+    SNR (Lin et al. 2024, ``rescale_betas_zero_snr``; ᾱ_999 = 0 exactly, which needs v-prediction to sample
+    from). ``prediction_type``: "epsilon" or "v_prediction". ("linear", "epsilon") is
+    ``paper_scheduler_config()`` itself, key for key.
+    """
+    if schedule not in NOISE_SCHEDULES:
+        raise ValueError(f"schedule={schedule!r} must be one of {NOISE_SCHEDULES}")
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type={prediction_type!r} must be one of {PREDICTION_TYPES}")
+    cfg = paper_scheduler_config()
+    if schedule == "linear" and prediction_type == "epsilon":
+        return cfg
+    if schedule.startswith("cosine"):
+        cfg["beta_schedule"] = "squaredcos_cap_v2"
+    if schedule.endswith("zero_snr"):
+        cfg["rescale_betas_zero_snr"] = True
+    cfg["prediction_type"] = prediction_type
+    return cfg
+
+
+def prediction_type_of_config(config: Any) -> str:
+    """The prediction target a scheduler config declares (absent: "epsilon", diffusers' default)."""
+    kind = dict(config).get("prediction_type", "epsilon") if config is not None else "epsilon"
+    if kind not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type={kind!r} is not supported; use one of {PREDICTION_TYPES}")
+    return kind
+
+
+def attach_scheduler(unet: nn.Module, config: Any) -> nn.Module:
+    """Record on ``unet`` (a ``UNet2DModel``) the ``DDPMScheduler`` config it was trained with; returns ``unet``.
+
+    ``cff_lib.ddim`` reads it (ᾱ_t and the prediction type) whenever a caller passes no explicit schedule, and
+    :class:`ConditionalUNet` forwards it. ``None`` removes it (the model then runs under the paper's schedule,
+    linear β and ε-prediction). Validated here, so a bad config fails at load time.
+    """
+    if config is None:
+        unet.__dict__.pop(SCHEDULER_ATTR, None)
+        return unet
+    config = dict(config)
+    prediction_type_of_config(config)
+    alphas_cumprod(config)  # raises on an unusable schedule
+    setattr(unet, SCHEDULER_ATTR, config)
+    return unet
+
+
+def scheduler_config_of(model: nn.Module) -> dict[str, Any] | None:
+    """The scheduler config a model carries (a UNet2DModel, a ConditionalUNet, ...); None: the paper's."""
+    config = getattr(model, SCHEDULER_ATTR, None)
+    return dict(config) if config is not None else None
+
+
+def prediction_type_of(model: nn.Module) -> str:
+    """"epsilon" or "v_prediction": what ``model``'s output is (its carried config; "epsilon" without one)."""
+    return prediction_type_of_config(scheduler_config_of(model))
+
+
 def alphas_cumprod(schedule: Any = None) -> torch.Tensor:
     """ᾱ_t, float32 (K,), of a scheduler, a scheduler config (dict) or a tensor; None → the paper's.
 
-    The paper writes α_t for the cumulative product ᾱ_t = Π_{s≤t} (1 − β_s) (Eqs. 9, 30).
+    The paper writes α_t for the cumulative product ᾱ_t = Π_{s≤t} (1 − β_s) (Eqs. 9, 30). Only the last value
+    may be 0 (a zero-terminal-SNR schedule, ``diffusion_scheduler_config``).
     """
     if schedule is None:
         return _paper_alphas_cumprod().clone()
@@ -159,8 +239,10 @@ def alphas_cumprod(schedule: Any = None) -> torch.Tensor:
             f"schedule: cannot read alphas_cumprod from a {type(schedule).__name__}; pass a diffusers "
             "scheduler, its config dict or a 1-D tensor"
         )
-    if a.ndim != 1 or a.numel() < 2 or not torch.isfinite(a).all() or (a <= 0).any() or (a > 1).any():
-        raise ValueError(f"schedule: alphas_cumprod must be a 1-D tensor of values in (0, 1], got {tuple(a.shape)}")
+    if a.ndim != 1 or a.numel() < 2 or not torch.isfinite(a).all() or (a[:-1] <= 0).any() or (a < 0).any() \
+            or (a > 1).any():
+        raise ValueError("schedule: alphas_cumprod must be a 1-D tensor of values in (0, 1] (the last, t = K − 1, "
+                         f"may be 0: zero terminal SNR), got {tuple(a.shape)}")
     if (a[1:] > a[:-1]).any():
         raise ValueError("schedule: alphas_cumprod must be non-increasing in t")
     return a
@@ -211,11 +293,22 @@ class ConditionalUNet(nn.Module):
     def in_channels(self) -> int:
         return self.unet.config.in_channels
 
+    @property
+    def noise_scheduler_config(self) -> dict[str, Any] | None:
+        """The wrapped UNet's training scheduler config (``attach_scheduler``); None: the paper's."""
+        return scheduler_config_of(self.unet)
+
+    @property
+    def prediction_type(self) -> str:
+        """"epsilon" or "v_prediction": what ``forward`` returns (the wrapped UNet's target)."""
+        return prediction_type_of(self.unet)
+
     def enable_gradient_checkpointing(self) -> None:
         self.unet.enable_gradient_checkpointing()
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | int, c: torch.Tensor | None = None) -> torch.Tensor:
-        """ε prediction (B, C, H, W) for x_t (B, C, H, W) at timestep(s) t; ``c`` (B, cond_dim) or None."""
+        """The UNet's prediction (B, C, H, W) for x_t (B, C, H, W) at timestep(s) t -- ε, or v for a
+        v-prediction backbone (``prediction_type``); ``c`` (B, cond_dim) or None."""
         batch = x_t.shape[0]
         if c is None:
             cond_emb = x_t.new_zeros(batch, self.time_embed_dim)  # exact no-op on the timestep embedding
@@ -277,9 +370,13 @@ def load_unet(path: str | os.PathLike):
     try:
         with warnings.catch_warnings():  # diffusers passes a deprecated huggingface_hub argument
             warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
-            return UNet2DModel.from_pretrained(path_str, local_files_only=True)
+            unet = UNet2DModel.from_pretrained(path_str, local_files_only=True)
     except (OSError, ValueError) as err:  # diffusers reports a missing folder / config / weights as OSError
         raise FileNotFoundError(_MISSING_WEIGHTS.format(path=path_str)) from err
+    schedule_file = Path(path_str) / _SCHEDULE_FILE  # only written by save_unet for a non-paper schedule
+    if schedule_file.is_file():
+        attach_scheduler(unet, json.loads(schedule_file.read_text()))
+    return unet
 
 
 def save_unet(unet: nn.Module, path: str | os.PathLike) -> None:
@@ -290,5 +387,8 @@ def save_unet(unet: nn.Module, path: str | os.PathLike) -> None:
     if isinstance(unet, ConditionalUNet):
         unet.save_pretrained(path)
         return
+    config = scheduler_config_of(unet)
     with atomic_directory(path) as tmp:
         unet.save_pretrained(tmp, safe_serialization=True)  # the config never records the wrapper's Identity
+        if config is not None:  # the schedule travels with the UNet (absent: the paper's)
+            (Path(tmp) / _SCHEDULE_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -32,6 +32,15 @@ DiffusionCLIP grid ending at t0 is not one of their spacings; (2) ``DDIMInverseS
 prediction f_θ of every step as an autograd node; (4) Eq. (30) does not clip f_θ, ``DDIMScheduler``
 does by default. The update is two lines, and the parity test pins it to diffusers'.
 
+Schedule and prediction target. Every function takes ``schedule`` (ᾱ_t); when it is None the model's own
+is used: the ``DDPMScheduler`` config a loaded synthetic DDPM carries (``noise_scheduler_config``, set by
+``cff_lib.conditional_unet.attach_scheduler``; forwarded by ``ConditionalUNet``), else the paper's linear
+β schedule. The network output is ε_θ or, for a v-prediction model (``prediction_type_of``), v_θ =
+√ᾱ ε − √(1−ᾱ) x0, turned into (ε_θ, f_θ) before the move; v allows a zero terminal SNR (ᾱ_{K−1} = 0), where
+f_θ = −v. A model without a carried config (every paper-world UNet, every file written before the
+``toy_v2`` recipe) runs exactly as before: linear β, ε. ``clip_x0`` (off by default: Eq. 30 does not
+clip) clamps f_θ to [-1, 1] at every step and re-derives ε from it.
+
 Gradients. ``sample``/``invert``/``generate``/``edit`` run under the caller's autograd mode: with
 parameters that require grad, gradients flow through every step ("full" mode, memory grows with the
 number of steps; wrap inference in ``torch.inference_mode()``). ``sample_with_stepwise_grad`` is
@@ -50,6 +59,7 @@ import torch
 from torch import nn
 
 from cff_lib.conditional_unet import alphas_cumprod as _alphas_cumprod
+from cff_lib.conditional_unet import prediction_type_of, scheduler_config_of
 
 SPACINGS = ("diffusionclip", "leading")
 DEFAULT_SPACING = "diffusionclip"
@@ -93,6 +103,11 @@ def ddim_timesteps(
     return torch.from_numpy(seq[::-1].copy()).to(torch.int64)
 
 
+def _resolve_schedule(model: nn.Module, schedule: Any) -> Any:
+    """The ᾱ source of a chain: the caller's ``schedule``, else the one the model carries, else the paper's."""
+    return schedule if schedule is not None else scheduler_config_of(model)
+
+
 class _Level(NamedTuple):
     """A noise level of the chain: the UNet's timestep label and √ᾱ, √(1 − ᾱ)."""
 
@@ -114,10 +129,48 @@ def _levels(t0: int, n_steps: int, spacing: str, schedule: Any) -> list[_Level]:
     return levels + [_Level(levels[-1].t, 1.0, 0.0)]
 
 
-def _ddim_move(x: torch.Tensor, eps: torch.Tensor, src: _Level, dst: _Level) -> tuple[torch.Tensor, torch.Tensor]:
-    """One deterministic DDIM move src → dst (Eq. 9 upward, Eq. 30 downward); returns (x_dst, f_θ)."""
-    x0_pred = (x - src.sqrt_1ma * eps) / src.sqrt_a  # f_θ(x_t, t): predicted clean image      (B, C, H, W)
-    return dst.sqrt_a * x0_pred + dst.sqrt_1ma * eps, x0_pred
+def _eps_and_x0(
+    x: torch.Tensor, out: torch.Tensor, src: _Level, prediction: str, clip_x0: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ε_θ, f_θ) at level ``src`` from the network output ``out`` (B, C, H, W).
+
+    ε-prediction: f_θ = (x_t − √(1−ᾱ) ε_θ) / √ᾱ (Eq. 9's f_θ). v-prediction (v = √ᾱ ε − √(1−ᾱ) x0):
+    f_θ = √ᾱ x_t − √(1−ᾱ) v and ε_θ = √(1−ᾱ) x_t + √ᾱ v, with no division, so a level with ᾱ = 0 (zero
+    terminal SNR) is fine. ``clip_x0``: f_θ is clamped to [-1, 1] and ε re-derived from it so that x_t =
+    √ᾱ f_θ + √(1−ᾱ) ε still holds: ε ← ε + (√ᾱ / √(1−ᾱ)) (f_θ − clip(f_θ)) (exactly ε where nothing was clipped;
+    at ᾱ = 1, f_θ = x_t is left as is).
+    """
+    if prediction == "epsilon":
+        eps = out
+        x0_pred = (x - src.sqrt_1ma * eps) / src.sqrt_a  # f_θ(x_t, t): predicted clean image  (B, C, H, W)
+    else:  # "v_prediction"
+        x0_pred = src.sqrt_a * x - src.sqrt_1ma * out
+        eps = src.sqrt_1ma * x + src.sqrt_a * out
+    if clip_x0 and src.sqrt_1ma > 0:
+        clipped = x0_pred.clamp(-1.0, 1.0)
+        eps = eps + (src.sqrt_a / src.sqrt_1ma) * (x0_pred - clipped)
+        x0_pred = clipped
+    return eps, x0_pred
+
+
+def _ddim_move(
+    x: torch.Tensor, out: torch.Tensor, src: _Level, dst: _Level, prediction: str = "epsilon", clip_x0: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One deterministic DDIM move src → dst (Eq. 9 upward, Eq. 30 downward); returns (x_dst, f_θ).
+
+    ``out`` is the network's output at (x_src, src.t): ε_θ or v_θ (``prediction``).
+    """
+    eps, x0_pred = _eps_and_x0(x, out, src, prediction, clip_x0)  # f_θ and ε_θ of the source level
+    return dst.sqrt_a * x0_pred + dst.sqrt_1ma * eps, x0_pred  # √ᾱ_dst f_θ + √(1−ᾱ_dst) ε_θ
+
+
+def _check_start(levels: list[_Level], prediction: str) -> None:
+    """A reverse chain from a level with ᾱ = 0 needs an x0-recovering target (ε alone cannot give f_θ there)."""
+    if prediction == "epsilon" and levels[0].sqrt_a == 0.0:
+        raise ValueError(
+            f"t0={levels[0].t}: ᾱ = 0 there (zero terminal SNR) and an ε-prediction model cannot recover f_θ at "
+            "that level; start below it or use a v-prediction model"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- model glue
@@ -136,7 +189,8 @@ def _is_plain_unet(model: nn.Module) -> bool:
 
 
 def _eps(model: nn.Module, x: torch.Tensor, t: int, c: torch.Tensor | None) -> torch.Tensor:
-    """ε_θ(x_t, t, c) (B, C, H, W); a plain UNet2DModel is accepted when c is None."""
+    """The network's output at (x_t, t, c) (B, C, H, W): ε_θ, or v_θ for a v-prediction model
+    (``prediction_type_of(model)``); a plain UNet2DModel is accepted when c is None."""
     tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)  # (B,)
     if _is_plain_unet(model):
         return model(x, tt).sample
@@ -188,15 +242,24 @@ def invert(
     *,
     spacing: str = DEFAULT_SPACING,
     schedule: Any = None,
+    clip_x0: bool = False,
 ) -> torch.Tensor:
-    """Deterministic DDIM inversion, Eq. (9): clean x0 (B, C, H, W) in [-1, 1] → x_{t0} (B, C, H, W)."""
+    """Deterministic DDIM inversion, Eq. (9): clean x0 (B, C, H, W) in [-1, 1] → x_{t0} (B, C, H, W).
+
+    ``schedule``: ᾱ_t (a scheduler, its config or a tensor); None: the model's own (``noise_scheduler_config``,
+    see ``cff_lib.conditional_unet.attach_scheduler``), else the paper's. ``clip_x0``: clamp f_θ to [-1, 1]
+    at every step (off by default, as Eq. 9 has no clipping; see ``sample``).
+    """
     _check_image(x0, "x0", model, in_range=True)
     _check_cond(c, x0.shape[0], model)
-    levels = _levels(t0, n_steps, spacing, schedule)
+    levels = _levels(t0, n_steps, spacing, _resolve_schedule(model, schedule))
+    prediction = prediction_type_of(model)
     x = x0
     for src, dst in zip(levels[:0:-1], levels[-2::-1], strict=True):  # clean → τ_{n−1} → … → τ_0 = t0
-        eps = _eps(model, x, src.t, c)  # 1. ε_θ(x_t, t) at the source level (Eq. 9)
-        x, _ = _ddim_move(x, eps, src, dst)  # 2. x_{t+1} = √ᾱ_{t+1} f_θ(x_t, t) + √(1−ᾱ_{t+1}) ε_θ (Eq. 9)
+        out = _eps(model, x, src.t, c)  # 1. ε_θ(x_t, t) (or v_θ) at the source level (Eq. 9)
+        # 2. f_θ(x_t, t) (Eq. 9; clamped to [-1, 1] if clip_x0, ε re-derived), then
+        # 3. x_{t+1} = √ᾱ_{t+1} f_θ(x_t, t) + √(1−ᾱ_{t+1}) ε_θ (Eq. 9)
+        x, _ = _ddim_move(x, out, src, dst, prediction, clip_x0)
     return x
 
 
@@ -209,15 +272,26 @@ def sample(
     *,
     spacing: str = DEFAULT_SPACING,
     schedule: Any = None,
+    clip_x0: bool = False,
 ) -> torch.Tensor:
-    """Conditioned reverse DDIM, Eq. (30), from x_t (B, C, H, W) at level t0 down to x0 (B, C, H, W)."""
+    """Conditioned reverse DDIM, Eq. (30), from x_t (B, C, H, W) at level t0 down to x0 (B, C, H, W).
+
+    ``schedule``: ᾱ_t; None: the model's own (``noise_scheduler_config``), else the paper's. The network's
+    output is read as ε or v according to ``prediction_type_of(model)``. ``clip_x0`` (default off: Eq. 30 does
+    not clip): clamp the predicted clean image f_θ to [-1, 1] at every step and re-derive ε_θ from it (the
+    ``clip_sample`` of diffusers' schedulers), which keeps a poorly trained model's chain from saturating.
+    """
     _check_image(x_t, "x_t", model, in_range=False)
     _check_cond(c, x_t.shape[0], model)
-    levels = _levels(t0, n_steps, spacing, schedule)
+    levels = _levels(t0, n_steps, spacing, _resolve_schedule(model, schedule))
+    prediction = prediction_type_of(model)
+    _check_start(levels, prediction)
     x = x_t
     for src, dst in zip(levels[:-1], levels[1:], strict=True):  # τ_0 = t0 → τ_1 → … → τ_{n−1} → clean
-        eps = _eps(model, x, src.t, c)  # 1. ε_θ(x_t, t, c)
-        x, _ = _ddim_move(x, eps, src, dst)  # 2. x_{t−1} = √ᾱ_{t−1} f_θ(x_t, t, c) + √(1−ᾱ_{t−1}) ε_θ (Eq. 30)
+        out = _eps(model, x, src.t, c)  # 1. ε_θ(x_t, t, c) (or v_θ)
+        # 2. f_θ(x_t, t, c) (Eq. 30; clamped to [-1, 1] if clip_x0, ε re-derived), then
+        # 3. x_{t−1} = √ᾱ_{t−1} f_θ(x_t, t, c) + √(1−ᾱ_{t−1}) ε_θ (Eq. 30)
+        x, _ = _ddim_move(x, out, src, dst, prediction, clip_x0)
     return x
 
 
@@ -231,6 +305,7 @@ def sample_with_stepwise_grad(
     *,
     spacing: str = DEFAULT_SPACING,
     schedule: Any = None,
+    clip_x0: bool = False,
 ) -> tuple[torch.Tensor, list[float]]:
     """Eq. (30) with a loss backpropagated at every step; memory independent of ``n_steps``.
 
@@ -241,19 +316,24 @@ def sample_with_stepwise_grad(
     module), its gradient is summed over the steps and pushed through c's own graph once at the end.
     Call ``optimizer.step()`` afterwards.
 
+    ``schedule`` and ``clip_x0`` as in ``sample`` (with ``clip_x0`` the loss sees the clamped f_θ).
+
     Returns the final x0 (detached, (B, C, H, W)) and the per-step losses as floats.
     """
     _check_image(x_t, "x_t", model, in_range=False)
     _check_cond(c, x_t.shape[0], model)
     if not callable(loss_fn):
         raise ValueError(f"loss_fn must be callable (x0_pred, step_index) -> scalar, got {type(loss_fn).__name__}")
-    levels = _levels(t0, n_steps, spacing, schedule)
+    levels = _levels(t0, n_steps, spacing, _resolve_schedule(model, schedule))
+    prediction = prediction_type_of(model)
+    _check_start(levels, prediction)
     c_leaf = c.detach().requires_grad_(True) if c is not None and c.requires_grad else c
     x, losses = x_t.detach(), []
     for k, (src, dst) in enumerate(zip(levels[:-1], levels[1:], strict=True)):  # τ_0 = t0 → … → clean
         with torch.enable_grad():
-            eps = _eps(model, x, src.t, c_leaf)  # 1. ε_θ(x_t, t, c)
-            x_next, x0_pred = _ddim_move(x, eps, src, dst)  # 2. Eq. (30), keeping f_θ
+            out = _eps(model, x, src.t, c_leaf)  # 1. ε_θ(x_t, t, c) (or v_θ)
+            # 2. Eq. (30), keeping f_θ (clamped to [-1, 1] if clip_x0, ε re-derived)
+            x_next, x0_pred = _ddim_move(x, out, src, dst, prediction, clip_x0)
             loss = loss_fn(x0_pred, k)  # 3. loss on the predicted clean image
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise ValueError(f"loss_fn must return a scalar tensor, got {getattr(loss, 'shape', type(loss))}")
@@ -275,8 +355,11 @@ def generate(
     *,
     spacing: str = DEFAULT_SPACING,
     schedule: Any = None,
+    clip_x0: bool = False,
 ) -> torch.Tensor:
     """Text/multi-modal-to-face: x_T ~ N(0, I) (B, C, H, W) through the full chain (t0 = K − 1 = 999) to x0.
+
+    ``schedule``/``clip_x0``: as in ``sample`` (None: the model's own schedule, else the paper's).
 
     ``shape`` defaults to (B, in_channels, sample_size, sample_size) with B = len(c) (1 without c).
     The noise is drawn as diffusers' pipelines draw it (``randn_tensor`` with ``generator``), in the
@@ -295,9 +378,10 @@ def generate(
         raise ValueError(f"shape={shape!r} must be four positive ints (B, C, H, W)")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    schedule = _resolve_schedule(model, schedule)
     t_max = _alphas_cumprod(schedule).numel() - 1
     x_T = randn_tensor(tuple(int(s) for s in shape), generator=generator, device=param.device, dtype=param.dtype)
-    return sample(model, x_T, c, t_max, n_steps, spacing=spacing, schedule=schedule)
+    return sample(model, x_T, c, t_max, n_steps, spacing=spacing, schedule=schedule, clip_x0=clip_x0)
 
 
 def edit(
@@ -310,17 +394,23 @@ def edit(
     *,
     spacing: str = DEFAULT_SPACING,
     schedule: Any = None,
+    clip_x0: bool = False,
 ) -> torch.Tensor:
     """The paper's zero-shot edit: invert x_ref (B, C, H, W) unconditionally to t0 (Eq. 9, c = None, as
-    DiffusionCLIP), then run the reverse process conditioned on c (Eq. 30). No per-image optimisation."""
+    DiffusionCLIP), then run the reverse process conditioned on c (Eq. 30). No per-image optimisation.
+
+    ``schedule``: None: the model's own, else the paper's. ``clip_x0`` applies to the reverse process only
+    (clipping inside the inversion would break its mirror symmetry with sampling)."""
     _check_image(x_ref, "x_ref", model, in_range=True)
     _check_cond(c, x_ref.shape[0], model)
-    top_inv = int(ddim_timesteps(t0, n_inv_steps, spacing)[0])
-    top_gen = int(ddim_timesteps(t0, n_gen_steps, spacing)[0])
+    schedule = _resolve_schedule(model, schedule)
+    k = _alphas_cumprod(schedule).numel()
+    top_inv = int(ddim_timesteps(t0, n_inv_steps, spacing, num_train_timesteps=k)[0])
+    top_gen = int(ddim_timesteps(t0, n_gen_steps, spacing, num_train_timesteps=k)[0])
     if top_inv != top_gen:  # only possible with "leading", whose grid need not end at t0
         raise ValueError(
             f"n_gen_steps={n_gen_steps}: with spacing={spacing!r} the reverse chain would start at "
             f"t={top_gen} but the inversion ends at t={top_inv}; use equal step counts"
         )
     x_t0 = invert(model, x_ref, None, t0, n_inv_steps, spacing=spacing, schedule=schedule)  # 1. Eq. (9)
-    return sample(model, x_t0, c, t0, n_gen_steps, spacing=spacing, schedule=schedule)  # 2. Eq. (30)
+    return sample(model, x_t0, c, t0, n_gen_steps, spacing=spacing, schedule=schedule, clip_x0=clip_x0)  # 2. Eq. 30

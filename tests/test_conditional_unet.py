@@ -164,6 +164,15 @@ def test_synthetic_configs_are_about_one_million_parameters():
         synthetic_unet_config(48)
 
 
+def test_synthetic_v2_config_fits_a_committable_training_state():
+    from cff_lib.conditional_unet import synthetic_v2_unet_config
+
+    n = _n_params(synthetic_v2_unet_config(32))
+    assert n == 3_692_867  # model + EMA + two AdamW moments in float32: 59 MB, under the ~80 MB commit budget
+    assert 16 * n < 80e6 and 16 * _n_params(synthetic_v2_unet_config(64)) < 80e6
+    assert synthetic_v2_unet_config(32)["layers_per_block"] == 2
+
+
 def test_alphas_cumprod_sources_agree():
     from diffusers import DDIMScheduler, DDPMScheduler
 
@@ -196,3 +205,41 @@ def test_pretrained_paper_unet_loads_from_a_local_folder():
     model = ConditionalUNet.from_pretrained(os.environ["CFF_UNET_PATH"], cond_dim=512)
     assert sum(p.numel() for p in model.unet.parameters()) == 113_673_219
     assert tuple(model.unet.config.block_out_channels) == (128, 128, 256, 256, 512, 512)
+
+
+# ----------------------------------------------------------------------------------------------- carried schedule
+def test_diffusion_scheduler_configs_and_the_carried_schedule(tmp_path):
+    from cff_lib.conditional_unet import (
+        attach_scheduler,
+        diffusion_scheduler_config,
+        prediction_type_of,
+        scheduler_config_of,
+    )
+
+    assert diffusion_scheduler_config() == paper_scheduler_config()  # linear + ε is the paper's, key for key
+    zsnr = diffusion_scheduler_config("cosine_zero_snr", "v_prediction")
+    a = alphas_cumprod(zsnr)
+    assert a[-1] == 0 and a[-2] > 0 and zsnr["prediction_type"] == "v_prediction"
+    assert 0 < alphas_cumprod(diffusion_scheduler_config("cosine", "epsilon"))[-1] < 1e-6
+    with pytest.raises(ValueError, match="schedule"):
+        diffusion_scheduler_config("sigmoid")
+    with pytest.raises(ValueError, match="prediction_type"):
+        diffusion_scheduler_config("linear", "sample")
+    with pytest.raises(ValueError, match="alphas_cumprod"):  # only the last ᾱ may be 0
+        alphas_cumprod(torch.tensor([1.0, 0.5, 0.0, 0.0]))
+
+    plain = _unet()
+    assert scheduler_config_of(plain) is None and prediction_type_of(plain) == "epsilon"
+    with pytest.raises(ValueError, match="prediction_type"):
+        attach_scheduler(_unet(), {**zsnr, "prediction_type": "sample"})
+    unet = attach_scheduler(_unet(), zsnr)
+    model = ConditionalUNet(unet, COND_DIM)
+    assert model.noise_scheduler_config == zsnr and model.prediction_type == "v_prediction"
+    # the schedule travels through save_unet / load_unet and ConditionalUNet.save_pretrained / from_pretrained
+    save_unet(unet, tmp_path / "plain")
+    assert scheduler_config_of(load_unet(tmp_path / "plain")) == zsnr
+    model.save_pretrained(tmp_path / "wrapped")
+    assert ConditionalUNet.from_pretrained(tmp_path / "wrapped").prediction_type == "v_prediction"
+    save_unet(_unet(), tmp_path / "paper")  # no carried schedule: nothing extra written, none read back
+    assert scheduler_config_of(load_unet(tmp_path / "paper")) is None
+    assert sorted(os.listdir(tmp_path / "paper")) == ["config.json", "diffusion_pytorch_model.safetensors"]

@@ -315,3 +315,145 @@ def test_bfloat16_runs():
     with torch.no_grad():
         out = ddim.edit(model, _blob().to(torch.bfloat16), _cond().to(torch.bfloat16), 300, 3, 3)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+# ----------------------------------------------------------------------------------------------- schedule & target
+from cff_lib.conditional_unet import (  # noqa: E402
+    alphas_cumprod,
+    attach_scheduler,
+    diffusion_scheduler_config,
+    prediction_type_of,
+)
+
+
+class _Oracle(torch.nn.Module):
+    """The exact denoiser of a one-image data set x*: outputs the ε or v that makes f_θ = x* at every level.
+
+    ε = (x_t − √ᾱ x*) / √(1−ᾱ); v = √ᾱ ε − √(1−ᾱ) x*. Sampling from any noise must land on x*.
+    """
+
+    in_channels, sample_size = 3, 16
+
+    def __init__(self, target: torch.Tensor, config: dict):
+        super().__init__()
+        self.target = target
+        self.a = alphas_cumprod(config).to(torch.float64)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        attach_scheduler(self, config)
+
+    def forward(self, x, t, c=None):
+        a = self.a[t].view(-1, 1, 1, 1)
+        sa, s1 = a.sqrt(), (1 - a).sqrt()
+        x64, x_star = x.to(torch.float64), self.target.to(torch.float64)
+        # at ᾱ = 1 (t = 0 of a clean image) ε is undetermined: any value; use 0
+        eps = torch.where(s1 > 0, (x64 - sa * x_star) / s1.clamp_min(1e-30), torch.zeros_like(x64))
+        out = eps if prediction_type_of(self) == "epsilon" else sa * eps - s1 * x_star
+        return out.to(x.dtype)
+
+
+def test_v_prediction_round_trip_recovers_x0_and_eps():
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1, torch.randn(2, 3, 16, 16, generator=g)
+    a = alphas_cumprod(diffusion_scheduler_config("cosine_zero_snr", "v_prediction"))
+    assert a[-1] == 0 and (a[:-1] > 0).all()  # zero terminal SNR, exactly
+    for t in (0, 10, 500, 990, 999):
+        level = ddim._Level(t, float(a[t] ** 0.5), float((1 - a[t]) ** 0.5))
+        x_t = level.sqrt_a * x0 + level.sqrt_1ma * eps
+        v = level.sqrt_a * eps - level.sqrt_1ma * x0
+        eps_hat, x0_hat = ddim._eps_and_x0(x_t, v, level, "v_prediction", clip_x0=False)
+        torch.testing.assert_close(x0_hat, x0, atol=2e-6, rtol=0)
+        torch.testing.assert_close(eps_hat, eps, atol=2e-6, rtol=0)
+        if t < 999:  # ε-prediction recovers x0 wherever ᾱ > 0
+            eps_hat, x0_hat = ddim._eps_and_x0(x_t, eps, level, "epsilon", clip_x0=False)
+            assert torch.equal(eps_hat, eps)
+            torch.testing.assert_close(x0_hat, x0, atol=5e-3 if t > 900 else 1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "schedule, prediction",
+    [("linear", "epsilon"), ("cosine", "v_prediction"), ("cosine_zero_snr", "v_prediction"),
+     ("linear_zero_snr", "v_prediction"), ("linear", "v_prediction")],
+)
+def test_sampling_with_the_exact_denoiser_lands_on_the_image(schedule, prediction):
+    x_star = 0.8 * _blob()
+    model = _Oracle(x_star, diffusion_scheduler_config(schedule, prediction))
+    with torch.no_grad():
+        out = ddim.generate(model, None, 10, (2, 3, 16, 16), torch.Generator().manual_seed(1))
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, x_star, atol=1e-4, rtol=0)
+        # inversion then sampling is the identity too (the inversion passes through ᾱ = 0 when t0 = 999)
+        x_t = ddim.invert(model, x_star, None, 999, 8)
+        assert torch.isfinite(x_t).all()
+        torch.testing.assert_close(ddim.sample(model, x_t, None, 999, 8), x_star, atol=1e-4, rtol=0)
+        # x0 clipping changes nothing, bit for bit, when every f_θ lies inside [-1, 1]
+        g = torch.Generator().manual_seed(1)
+        assert torch.equal(out, ddim.generate(model, None, 10, (2, 3, 16, 16), g, clip_x0=True))
+
+
+def test_zero_terminal_snr_with_a_real_unet_is_finite_and_eps_is_refused():
+    unet = attach_scheduler(_unet(), diffusion_scheduler_config("linear_zero_snr", "v_prediction"))
+    model = ConditionalUNet(unet, COND_DIM)
+    assert model.prediction_type == "v_prediction" and model.noise_scheduler_config["rescale_betas_zero_snr"]
+    with torch.no_grad():
+        out = ddim.generate(model, _cond(2), 5, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out).all() and out.shape == (2, 3, 16, 16)
+        assert torch.isfinite(ddim.edit(model, _blob(), _cond(2), 999, 4, 4)).all()
+    eps_model = attach_scheduler(_unet(), {**diffusion_scheduler_config("linear_zero_snr", "v_prediction"),
+                                           "prediction_type": "epsilon"})
+    with pytest.raises(ValueError, match="t0=999"):
+        ddim.generate(eps_model, None, 5, (1, 3, 16, 16))
+    with torch.no_grad():  # below the zero-SNR level an ε model is fine
+        assert torch.isfinite(ddim.sample(eps_model, torch.randn(1, 3, 16, 16), None, 998, 4)).all()
+
+
+def test_a_model_without_a_carried_schedule_and_one_carrying_the_papers_are_bit_identical():
+    bare, carrying = _unet(), attach_scheduler(_unet(), paper_scheduler_config())
+    assert prediction_type_of(bare) == prediction_type_of(carrying) == "epsilon"
+    x_t, x0, c = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)), _blob(), _cond()
+    with torch.no_grad():
+        assert torch.equal(ddim.generate(bare, None, 6, (2, 3, 16, 16), torch.Generator().manual_seed(0)),
+                           ddim.generate(carrying, None, 6, (2, 3, 16, 16), torch.Generator().manual_seed(0)))
+        assert torch.equal(ddim.invert(bare, x0, None, 400, 5), ddim.invert(carrying, x0, None, 400, 5))
+        a, b = ConditionalUNet(bare, COND_DIM), ConditionalUNet(carrying, COND_DIM)
+        torch.nn.init.normal_(a.cond_proj.weight, std=0.1)
+        b.cond_proj.load_state_dict(a.cond_proj.state_dict())
+        assert torch.equal(ddim.edit(a, x0, c, 300, 4, 4), ddim.edit(b, x0, c, 300, 4, 4))
+    xa, la = ddim.sample_with_stepwise_grad(a, x_t, c, 300, 3, lambda x, k: x.pow(2).mean())
+    xb, lb = ddim.sample_with_stepwise_grad(b, x_t, c, 300, 3, lambda x, k: x.pow(2).mean())
+    assert torch.equal(xa, xb) and la == lb
+
+
+def test_the_carried_schedule_is_used_and_an_explicit_one_wins():
+    cosine = diffusion_scheduler_config("cosine", "epsilon")
+    carrying = attach_scheduler(_unet(), cosine)
+    x_t = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        own = ddim.sample(carrying, x_t, None, 500, 5)
+        assert torch.equal(own, ddim.sample(_unet(), x_t, None, 500, 5, schedule=cosine))
+        assert torch.equal(ddim.sample(carrying, x_t, None, 500, 5, schedule=paper_scheduler_config()),
+                           ddim.sample(_unet(), x_t, None, 500, 5))
+        assert not torch.allclose(own, ddim.sample(_unet(), x_t, None, 500, 5), atol=1e-3)
+        # deepcopy (ClipFaceFusion.pretrained_unet) keeps it; removing it restores the paper's
+        assert torch.equal(ddim.sample(copy.deepcopy(carrying), x_t, None, 500, 5), own)
+        assert torch.equal(ddim.sample(attach_scheduler(carrying, None), x_t, None, 500, 5),
+                           ddim.sample(_unet(), x_t, None, 500, 5))
+
+
+def test_x0_clipping_bounds_every_prediction_and_is_off_by_default():
+    model = ConditionalUNet(_unet(), COND_DIM)  # untrained: f_θ = (x − √(1−ᾱ) ε) / √ᾱ explodes at high t
+    x_t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    seen = {False: [], True: []}
+    for clip in (False, True):
+        out, _ = ddim.sample_with_stepwise_grad(
+            model, x_t, None, 999, 6, lambda x0, k, clip=clip: seen[clip].append(x0.detach()) or x0.sum() * 0,
+            clip_x0=clip)
+        assert torch.isfinite(out).all()
+        if clip:
+            assert out.abs().max() <= 1.0
+    assert max(float(x.abs().max()) for x in seen[False]) > 1.5  # unclipped predictions leave [-1, 1]
+    assert all(float(x.abs().max()) <= 1.0 for x in seen[True])
+    with torch.no_grad():
+        default = ddim.generate(model, None, 6, (2, 3, 16, 16), torch.Generator().manual_seed(0))
+        off = ddim.generate(model, None, 6, (2, 3, 16, 16), torch.Generator().manual_seed(0), clip_x0=False)
+        on = ddim.generate(model, None, 6, (2, 3, 16, 16), torch.Generator().manual_seed(0), clip_x0=True)
+    assert torch.equal(default, off) and default.abs().max() > 1.0 and on.abs().max() <= 1.0

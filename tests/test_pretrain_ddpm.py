@@ -89,3 +89,103 @@ def test_renders_are_deterministic_and_errors_are_clear(profile, tmp_path):
         image_grid(torch.zeros(2, 1, 8, 8))
     with pytest.raises(FileNotFoundError, match="weights_dir"):
         load_ddpm(tmp_path / "absent")
+
+
+# ----------------------------------------------------------------------------------------------- schedule & target
+TINY_V = dataclasses.replace(TINY, schedule="cosine_zero_snr", prediction_type="v_prediction",
+                             lr_schedule="constant")
+
+
+def test_v_prediction_run_records_and_carries_its_schedule(profile, tmp_path):
+    from cff_lib import ddim
+    from cff_lib.conditional_unet import alphas_cumprod, diffusion_scheduler_config, prediction_type_of
+
+    report = train_ddpm(profile, tmp_path, progress=False, config=TINY_V, name="ddpm_v2")
+    record = json.loads((tmp_path / "ddpm_v2.provenance.json").read_text())
+    assert record["config"]["scheduler"] == diffusion_scheduler_config("cosine_zero_snr", "v_prediction")
+    assert {"heldout_x0_mse", "heldout_loss", "heldout_eps_mse"} <= set(report.metrics)
+    assert all(torch.isfinite(torch.tensor(v)) for v in report.metrics.values())
+    unet = load_ddpm(tmp_path, "ddpm_v2")
+    assert prediction_type_of(unet) == "v_prediction" and alphas_cumprod(unet.noise_scheduler_config)[-1] == 0
+    for sampler in ("ddim", "ddpm"):  # from pure noise at ᾱ = 0: finite, in range
+        x = ddpm_samples(unet, n=2, seed=0, n_steps=3, sampler=sampler)
+        assert torch.isfinite(x).all() and x.shape == (2, 3, 32, 32)
+    raw = ddim.generate(unet, None, 3, (2, 3, 32, 32), torch.Generator().manual_seed(0))
+    assert torch.isfinite(raw).all()
+    with pytest.raises(FileNotFoundError):
+        load_ddpm(tmp_path)  # no ddpm.safetensors was written
+
+
+def test_training_target_is_diffusers_velocity():
+    from diffusers import DDPMScheduler
+
+    from cff_lib.conditional_unet import diffusion_scheduler_config
+    from cff_lib.pretrain_ddpm import training_target
+
+    sched = DDPMScheduler(**diffusion_scheduler_config("linear_zero_snr", "v_prediction"))
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1, torch.randn(4, 3, 8, 8, generator=g)
+    t = torch.tensor([0, 300, 998, 999])
+    torch.testing.assert_close(training_target(sched, x0, noise, t, "v_prediction"),
+                               sched.get_velocity(x0, noise, t), atol=1e-6, rtol=0)
+    assert torch.equal(training_target(sched, x0, noise, t, "epsilon"), noise)
+    torch.testing.assert_close(training_target(sched, x0, noise, t, "v_prediction")[3], -x0[3])  # ᾱ = 0: v = −x0
+
+
+def test_old_metadata_loads_as_linear_epsilon_and_samples_bit_identically(profile, trained):
+    from diffusers import UNet2DModel
+
+    from cff_lib.conditional_unet import paper_scheduler_config, prediction_type_of
+    from cff_lib.pretrain_ddpm import DDPM_NAME, unet_from_weights
+    from cff_lib.provenance import REPO_ROOT
+    from cff_lib.weights import load_verified
+
+    _, out = trained
+    shipped = REPO_ROOT / "weights" / "synthetic"
+    for folder in [out] + ([shipped] if (shipped / "ddpm.safetensors").is_file() else []):
+        loaded = load_verified(folder / DDPM_NAME, kind="UNet2DModel")
+        assert loaded.config["scheduler"] == paper_scheduler_config()  # what files before toy_v2 record
+        unet = unet_from_weights(loaded)
+        assert prediction_type_of(unet) == "epsilon"
+        bare = UNet2DModel(**{k: tuple(v) if isinstance(v, list) else v
+                              for k, v in loaded.config["architecture"].items()})
+        bare.load_state_dict(loaded.tensors)  # how files were read before: no carried schedule
+        assert torch.equal(ddpm_samples(unet, n=2, seed=5, n_steps=3), ddpm_samples(bare.eval(), n=2, seed=5,
+                                                                                    n_steps=3))
+
+
+def test_v_prediction_resume_is_exact_and_snapshots_do_not_perturb(profile, tmp_path):
+    cfg = dataclasses.replace(TINY_V, fixed_batches=0, checkpoint_every=2)
+    state = tmp_path / "state.safetensors"
+    seen = []
+    ema_full, full, done, _ = fit_ddpm(profile, cfg, steps=4, progress=False, state_file=state,
+                                       on_checkpoint=lambda ema, step, losses: seen.append(
+                                           (step, torch.randn(1).item())))
+    assert done == 4 and [s for s, _ in seen] == [2]
+    ema_plain, plain, _, _ = fit_ddpm(profile, cfg, steps=4, progress=False, state_file=tmp_path / "o.safetensors")
+    assert plain == full  # the snapshot callback does not change the run
+    _, resumed_losses, done, _ = fit_ddpm(profile, cfg, steps=4, progress=False, resume=True, state_file=state)
+    assert done == 4 and resumed_losses == full
+    ema_resumed, _, _, _ = fit_ddpm(profile, cfg, steps=4, progress=False, resume=True, state_file=state)
+    for a, b in zip(ema_full.state_dict().values(), ema_resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    other = dataclasses.replace(cfg, prediction_type="epsilon")  # another recipe never resumes this state
+    _, eps_losses, _, _ = fit_ddpm(profile, other, steps=3, progress=False, resume=True, state_file=state)
+    assert len(eps_losses) == 3
+
+
+def test_presets_and_guards(profile, tmp_path):
+    from cff_lib.pretrain_ddpm import PRESETS, main
+
+    toy, v2 = ddpm_config(load_profile("toy")), ddpm_config(load_profile("toy"), "toy_v2")
+    assert (toy.schedule, toy.prediction_type, toy.unet) == ("linear", "epsilon", "synthetic")  # shipped recipe
+    assert ddpm_config(profile).schedule == "linear" and ddpm_config(profile) is PRESETS["ci"]
+    assert v2.prediction_type == "v_prediction" and v2.checkpoint_every > 0 and v2.batch_size == 64
+    with pytest.raises(ValueError, match="preset"):
+        ddpm_config(profile, "toy_v9")
+    for bad in (dict(schedule="sigmoid"), dict(prediction_type="sample"), dict(lr_schedule="step"),
+                dict(unet="huge")):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            dataclasses.replace(TINY, **bad)
+    with pytest.raises(SystemExit, match="overwrite"):  # a new recipe never lands on the shipped ddpm file
+        main(["--profile", "toy", "--preset", "toy_v2"])
