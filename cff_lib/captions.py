@@ -75,3 +75,20 @@ def source_caption(gender: str | None = None) -> str:
     if gender is None:
         return "a face"
     return f"a face of a {_NOUN[check_gender(gender)]}"
+
+
+def caption_variant(rng, age: float, emotion: str, gender: str, emotion_prompt: str,
+                    cutoffs: tuple[float, float, float, float] = (0.6, 0.75, 0.85, 0.95)) -> str:
+    """One caption of several forms for a face, so a text tower also learns partial descriptions: with one
+    uniform draw r of ``rng`` -- r < cutoffs[0]: all three attributes; then the emotion prompt
+    (``emotion_prompt.format(emotion)``); age and gender; emotion and gender; else age and emotion."""
+    r = rng.random()
+    if r < cutoffs[0]:
+        return caption_from_attributes(age, emotion, gender)
+    if r < cutoffs[1]:
+        return emotion_prompt.format(emotion)
+    if r < cutoffs[2]:
+        return caption_from_attributes(age, None, gender)
+    if r < cutoffs[3]:
+        return caption_from_attributes(None, emotion, gender)
+    return caption_from_attributes(age, emotion, None)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cff_lib.captions import caption_from_attributes
+from cff_lib.captions import caption_from_attributes, caption_variant
 from cff_lib.emotions import EMOTIONS, valence_arousal
 from cff_lib.encoders import AGE_MAX, AGE_MIN, EMOTION_PROMPT
 from cff_lib.weights import PretrainReport, save_weights, verified_path
@@ -333,20 +333,6 @@ def _summary(metrics: dict, prefix: str, bank_key: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ CLIP
-def _caption_variant(rng: np.random.Generator, age: float, emotion: str, gender: str) -> str:
-    """A caption of one of several forms, so the text tower also learns partial descriptions."""
-    r = rng.random()
-    if r < 0.6:
-        return caption_from_attributes(age, emotion, gender)
-    if r < 0.75:
-        return EMOTION_PROMPT.format(emotion)
-    if r < 0.85:
-        return caption_from_attributes(age, None, gender)
-    if r < 0.95:
-        return caption_from_attributes(None, emotion, gender)
-    return caption_from_attributes(age, emotion, None)
-
-
 def train_clip(profile, out_dir, *, steps: int | None = None, progress: bool = True) -> PretrainReport:
     """Contrastive CLIP pre-training (open_clip CLIP + ClipLoss) on rendered faces <-> captions."""
     from open_clip.loss import ClipLoss
@@ -364,7 +350,8 @@ def train_clip(profile, out_dir, *, steps: int | None = None, progress: bool = T
 
     def step(_: int) -> torch.Tensor:
         idx = _batch(rng, len(bank), sc.batch_size)
-        texts = [_caption_variant(rng, float(bank.age[i]), EMOTIONS[int(bank.emotion[i])], bank.gender[i])
+        texts = [caption_variant(rng, float(bank.age[i]), EMOTIONS[int(bank.emotion[i])], bank.gender[i],
+                                 EMOTION_PROMPT)
                  for i in idx.tolist()]
         return loss_fn(clip.encode_image(bank.floats(idx)), clip.encode_text(texts), clip.logit_scale)
 

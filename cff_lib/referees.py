@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cff_lib.captions import caption_from_attributes
+from cff_lib.captions import caption_variant
 from cff_lib.emotions import EMOTIONS
 from cff_lib.encoders import (
     AGE_MAX,
@@ -70,6 +70,7 @@ REFEREE_FILES = {"attributes": "referee_attributes", "identity": "referee_identi
 REFEREE_STREAM = 0x2EF  # seed stream of the referees' training renders (guides use 1 and 2, the DDPM 0xD0F*)
 REALISM_STREAM = 0x2F0  # seed stream of the fresh renders realism is measured against (held-out identities)
 REFEREE_SEED_OFFSET = 7919  # added to the profile's seed: the referees' RNGs never share a seed with a guide's
+CAPTION_MIX = (0.55, 0.7, 0.8, 0.9)  # captions.caption_variant cut-offs of the text-image referee's captions
 FAR = 0.01  # false-accept rate of the identity referee's verification threshold
 HOW_TO_GET = ("train them with `python -m cff_lib.referees --profile {profile}` (or notebooks/02_encoders), "
               "which writes {files} into {folder}")
@@ -461,19 +462,6 @@ def realism_reference(profile, n: int) -> torch.Tensor:
     return bank.floats(slice(None))
 
 
-def _caption(rng: np.random.Generator, age: float, emotion: str, gender: str) -> str:
-    r = rng.random()
-    if r < 0.55:
-        return caption_from_attributes(age, emotion, gender)
-    if r < 0.7:
-        return EMOTION_PROMPT.format(emotion)
-    if r < 0.8:
-        return caption_from_attributes(age, None, gender)
-    if r < 0.9:
-        return caption_from_attributes(None, emotion, gender)
-    return caption_from_attributes(age, emotion, None)
-
-
 def _fit(params, steps: int, lr: float, loss_at, desc: str, progress: bool) -> list[float]:
     opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, weight_decay=5e-4)
     warm = max(1, steps // 20)
@@ -550,8 +538,8 @@ def train_clip_referee(profile, bank, steps: int, *, progress: bool = True) -> t
 
     def loss_at(_: int) -> torch.Tensor:
         idx = torch.randint(0, len(bank), (sc.batch_size,), generator=gen)
-        texts = [_caption(rng, float(bank.age[i]), EMOTIONS[int(bank.emotion[i])], bank.gender[i])
-                 for i in idx.tolist()]
+        texts = [caption_variant(rng, float(bank.age[i]), EMOTIONS[int(bank.emotion[i])], bank.gender[i],
+                                 EMOTION_PROMPT, CAPTION_MIX) for i in idx.tolist()]
         img, txt = model.encode_image(augment(bank.floats(idx), gen)), model.encode_text(texts)
         logits = model.logit_scale.clamp(max=math.log(100.0)).exp() * img @ txt.T  # (B, B)
         # captions may fit several images of the batch: every fitting pair is a positive (multi-positive NCE)

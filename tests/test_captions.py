@@ -41,3 +41,16 @@ def test_source_caption():
     assert source_caption() == "a face"
     with pytest.raises(ValueError, match="gender"):
         source_caption("robot")
+
+
+def test_caption_variant_draws_every_form_with_its_cutoffs():
+    import numpy as np
+
+    from cff_lib.captions import caption_variant
+
+    rng = np.random.default_rng(0)
+    got = {caption_variant(rng, 30, "happy", "female", "a photo of a {} face") for _ in range(400)}
+    assert got == {"a 30-year-old happy woman", "a photo of a happy face", "a 30-year-old woman",
+                   "a happy woman", "a 30-year-old happy face"}
+    only_full = {caption_variant(rng, 30, "sad", "male", "{}", (1.0, 1.0, 1.0, 1.0)) for _ in range(50)}
+    assert only_full == {"a 30-year-old sad man"}
