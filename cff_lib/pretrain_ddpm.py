@@ -433,7 +433,7 @@ def _command(profile, out_dir, preset: str | None = None, name: str = DDPM_NAME,
     if name != DDPM_NAME:
         cmd += f" --name {name}"
     if state_file is not None:
-        cmd += f" --state {state_file} --resume"
+        cmd += f" --state {state_file} --resume --snapshot"
     return cmd
 
 

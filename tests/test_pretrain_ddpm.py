@@ -189,3 +189,20 @@ def test_presets_and_guards(profile, tmp_path):
             dataclasses.replace(TINY, **bad)
     with pytest.raises(SystemExit, match="overwrite"):  # a new recipe never lands on the shipped ddpm file
         main(["--profile", "toy", "--preset", "toy_v2"])
+
+
+def test_snapshots_write_ema_weights_and_progress_then_resume(profile, tmp_path):
+    cfg = dataclasses.replace(TINY_V, fixed_batches=0, checkpoint_every=2)
+    state = tmp_path / "pretraining" / "ddpm_v2_state.safetensors"
+    out = tmp_path / "pretraining"
+    train_ddpm(profile, out, steps=3, progress=False, config=cfg, name="ddpm_v2", state_file=state, snapshot=True)
+    progress_log = json.loads((out / "ddpm_v2_progress.json").read_text())
+    assert [h["step"] for h in progress_log["history"]] == [2] and state.is_file()  # kept: the run goes on
+    assert "--state" in progress_log["command"] and "--resume" in progress_log["command"]
+    assert {"heldout_loss", "heldout_x0_mse", "train_loss_last100"} <= set(progress_log["history"][0])
+    report = train_ddpm(profile, out, steps=5, progress=False, config=cfg, name="ddpm_v2", state_file=state,
+                        snapshot=True, resume=True)
+    _, straight, _, _ = fit_ddpm(profile, cfg, steps=5, progress=False, state_file=tmp_path / "x.safetensors")
+    assert report.steps == 5 and list(report.losses) == straight  # resumed from step 2, exactly
+    assert [h["step"] for h in json.loads((out / "ddpm_v2_progress.json").read_text())["history"]] == [2, 4]
+    assert load_ddpm(out, "ddpm_v2").noise_scheduler_config["prediction_type"] == "v_prediction"
