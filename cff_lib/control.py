@@ -229,6 +229,8 @@ def control_bar_chart(table):
             for xi, v in zip(x, gv, strict=True):
                 ax.text(xi + w / 2, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7, color="0.4")
             ax.legend(fontsize=6, loc="upper right")
+            if metric == "age_mae":  # leave the legend room above the bars
+                ax.set_ylim(0, 1.5 * float(np.nanmax(np.concatenate([vals, gv]))))
         ax.set_xticks(x, table["variant"], rotation=20, fontsize=7)
         ax.set_title(titles[metric], fontsize=8)
         ax.tick_params(labelsize=7)
