@@ -57,7 +57,13 @@ from cff_lib import ddim
 from cff_lib.atomic import atomic_path
 from cff_lib.captions import caption_from_attributes, source_caption
 from cff_lib.coefficients import UnitCoefficient
-from cff_lib.conditional_unet import ConditionalUNet, load_unet, paper_unet_config, synthetic_unet_config
+from cff_lib.conditional_unet import (
+    ConditionalUNet,
+    attach_scheduler,
+    load_unet,
+    paper_unet_config,
+    synthetic_unet_config,
+)
 from cff_lib.emotions import EMOTIONS, emotion_index, valence_arousal
 from cff_lib.encoders import (
     EMOTION_PROMPT,
@@ -614,6 +620,9 @@ def _synthetic_backends(root: Path, image_size: int, allow_untrained: bool
         arch = {k: tuple(v) if isinstance(v, list) else v for k, v in loaded.config["architecture"].items()}
         unet = UNet2DModel(**arch)
         unet.load_state_dict(loaded.tensors, strict=True)
+        # the DDPM's own schedule and prediction target travel with it (cff_lib.ddim reads them); files that
+        # record the paper's linear-β, ε config sample exactly as before
+        attach_scheduler(unet, loaded.config.get("scheduler"))
     else:
         unet = UNet2DModel(**synthetic_unet_config(image_size))
     digests = {k: (sha256_file(p) if p is not None else "untrained") for k, p in path.items()}

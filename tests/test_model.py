@@ -174,3 +174,18 @@ def test_fusion_plus_unet_also_trains_the_unet(tmp_path):
     unet_grads = [p.grad for p in model.unet.unet.parameters()]
     assert all(g is not None for g in unet_grads) and any(g.abs().sum() > 0 for g in unet_grads)
     assert any(k.startswith("unet.unet.") for k in model.signature())
+
+
+def test_the_synthetic_ddpm_carries_its_recorded_schedule_into_the_model():
+    """build_model attaches the DDPM file's scheduler config (schedule + prediction type) to the UNet, so a
+    v-prediction / cosine DDPM (pretrain_ddpm preset toy_v2) is never run as linear / ε by cff_lib.ddim."""
+    from cff_lib.conditional_unet import scheduler_config_of
+    from cff_lib.model import load_trained_model, weights_root
+    from cff_lib.weights import read_record
+
+    toy = load_profile("toy")
+    model = load_trained_model(toy)
+    recorded = read_record(weights_root(toy) / "ddpm.safetensors").config["scheduler"]
+    carried = scheduler_config_of(model.unet)
+    assert carried is not None and carried["beta_schedule"] == recorded["beta_schedule"]
+    assert model.unet.prediction_type == recorded.get("prediction_type", "epsilon")
