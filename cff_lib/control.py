@@ -243,9 +243,10 @@ def control_bar_chart(table):
 
 
 def identity_threshold(weights_dir) -> float | None:
-    """The *guide* ArcFace's verification threshold (cosine at a 1% false-accept rate on clean held-out renders) from its
-    weight record (``weights_dir/arcface.provenance.json``, written by notebooks/02); None where there is no
-    such record (the paper world's pretrained ArcFace: choose a threshold from a verification benchmark)."""
+    """The *guide* ArcFace's verification threshold (cosine at a 1% false-accept rate on clean held-out
+    renders) from its weight record (``weights_dir/arcface.provenance.json``, written by notebooks/02); None
+    where there is no such record (the paper world's pretrained ArcFace: choose a threshold from a
+    verification benchmark)."""
     from pathlib import Path
 
     from cff_lib.weights import read_record, weight_paths

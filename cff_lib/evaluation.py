@@ -357,14 +357,13 @@ def _cmc_image_referee(clip, generated: torch.Tensor, conditions: Mapping[str, A
 
 @dataclass
 class MetricContext:
-    """The frozen judges of one evaluation (built once by :func:`metric_context`): the referees (evidence),
-    the guide CLIP (fooling gap only), the referee LPIPS and Fréchet distance, the oracle switch and the
-    realism reference features."""
+    """The frozen judges of one evaluation (built once by :func:`metric_context`): the referees (evidence; their
+    pooled features are the Fréchet-distance space), the guide CLIP (fooling gap only), the referee LPIPS,
+    the oracle switch and the realism reference features."""
 
     referees: Any  # cff_lib.referees.Referees
     guide_clip: Any  # the model's CLIP (a guide: read only for the fooling gap and cmc_image_guide)
     lpips: metrics.Lpips
-    fid: metrics.Fid
     profile: Any = None  # the profile (oracle targets are rendered from its world)
     realism_features: np.ndarray | None = None  # (N, D) referee features of fresh renders
 
@@ -387,12 +386,10 @@ def metric_context(model, referees=None, lpips_backend: str = "synthetic", profi
           else metrics.Lpips("paper"))
     if lpips_backend == "synthetic":
         lp.name = "LPIPS(referees)"
-    fid = metrics.Fid("synthetic", extractor=lambda x: torch.from_numpy(referees.features(x.cpu())),
-                      extractor_name=FID_EXTRACTOR)
     feats = None
     if profile is not None and profile.data.world == "synthetic" and realism_n:
         feats = referees.features(realism_reference(profile, realism_n))
-    return MetricContext(referees=referees, guide_clip=model.encoders.multimodal.clip, lpips=lp, fid=fid,
+    return MetricContext(referees=referees, guide_clip=model.encoders.multimodal.clip, lpips=lp,
                          profile=profile, realism_features=feats)
 
 
@@ -448,7 +445,7 @@ def score(model, ctx: MetricContext, generated: torch.Tensor, source: torch.Tens
     per["band_power"] = metrics.band_power(gen_cpu)  # 4. realism
     summary = {k: float(np.mean(v)) for k, v in per.items()
                if k not in ("age_abs_err", "age_abs_err_guide", "band_power", "oracle_mse")}
-    feats = ref.features(gen_cpu)
+    feats = ref.features(gen_cpu)  # (B, D) referee features: FD to the sources and realism
     if ctx.realism_features is not None and len(feats) >= 2:
         m = min(100, len(feats), len(ctx.realism_features))
         realism_fd = metrics.frechet_distance(feats, ctx.realism_features)
@@ -458,10 +455,12 @@ def score(model, ctx: MetricContext, generated: torch.Tensor, source: torch.Tens
     summary.update(age_mae=am.mae, age_rmse=am.rmse, pearson_valence=vam.pearson_valence,
                    pearson_arousal=vam.pearson_arousal,
                    emotion_emd=metrics.emotion_emd(metrics.emotion_histogram(pred), metrics.emotion_histogram(emos)),
-                   fid=ctx.fid(src_cpu, gen_cpu).value if source.shape[0] >= 2 else float("nan"),
+                   fid=(metrics.frechet_distance(ref.features(src_cpu), feats) if source.shape[0] >= 2
+                        else float("nan")),
                    age_mae_guide=float(np.mean(per["age_abs_err_guide"])),
                    realism_fd=realism_fd, realism_kid=realism_kid,
-                   artefact_ratio=metrics.artefact_ratio(gen_cpu, src_cpu))
+                   artefact_ratio=float(per["band_power"].mean()
+                                        / max(metrics.band_power(src_cpu).mean(), 1e-12)))
     if method != CFF:
         summary["cmc"] = float("nan")
     return summary, per

@@ -11,7 +11,6 @@ from pathlib import Path
 from cff_lib.atomic import atomic_path, atomic_write_text
 from cff_lib.provenance import Stamp
 
-
 CSV_FLOAT_FORMAT = "%.4g"
 """Floats in CSV tables keep 4 significant digits: the precision a rerun reproduces (thread scheduling changes
 float sums in the 7th digit), so a second ``make reproduce`` leaves every CSV byte-identical."""

@@ -288,11 +288,12 @@ def _check_steps(steps: int | None, default: int) -> int:
     return steps
 
 
-def _optimise(params, steps: int, lr: float, step_fn: Callable[[int], torch.Tensor], desc: str,
-              progress: bool) -> list[float]:
-    """AdamW with a 5% linear warm-up and cosine decay; returns the loss of every step."""
+def optimise(params, steps: int, lr: float, step_fn: Callable[[int], torch.Tensor], desc: str,
+             progress: bool, *, weight_decay: float = 1e-4, grad_clip: float | None = 5.0) -> list[float]:
+    """AdamW with a 5% linear warm-up and cosine decay; ``grad_clip`` None: no clipping. Returns the loss of
+    every step. The one optimiser loop of the vision pre-training and of ``cff_lib.referees``."""
     params = [p for p in params if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
@@ -302,7 +303,8 @@ def _optimise(params, steps: int, lr: float, step_fn: Callable[[int], torch.Tens
         loss = step_fn(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
@@ -355,7 +357,7 @@ def train_clip(profile, out_dir, *, steps: int | None = None, progress: bool = T
                  for i in idx.tolist()]
         return loss_fn(clip.encode_image(bank.floats(idx)), clip.encode_text(texts), clip.logit_scale)
 
-    losses = _optimise(clip.parameters(), steps, sc.learning_rate * 0.5, step, "train CLIP", progress)
+    losses = optimise(clip.parameters(), steps, sc.learning_rate * 0.5, step, "train CLIP", progress)
     clip.eval()
     metrics = _heldout_metrics(profile, lambda b: evaluate_clip(clip, b).metrics, "clip_", progress)
     cfg = {"steps": steps, "scale": sc.__dict__, "loss_curve": loss_curve(losses)}
@@ -399,7 +401,7 @@ def train_estimators(profile, out_dir, *, steps: int | None = None, progress: bo
         return age_loss + emo_loss
 
     params = list(age_net.parameters()) + list(emo_net.parameters())
-    losses = _optimise(params, steps, sc.learning_rate, step, "train AgeEst+EmoEst", progress)
+    losses = optimise(params, steps, sc.learning_rate, step, "train AgeEst+EmoEst", progress)
     age_net.eval(), emo_net.eval()
     metrics = _heldout_metrics(profile, lambda b: evaluate_estimators(age_net, emo_net, b).metrics, "", progress)
     rec = {"steps": steps, "scale": sc.__dict__, "loss_curve": loss_curve(losses)}
@@ -438,7 +440,7 @@ def train_arcface(profile, out_dir, *, steps: int | None = None, progress: bool 
         emb = arc.backbone(arc.preprocess(bank.floats(idx)))
         return F.cross_entropy(head(emb, bank.identity[idx]), bank.identity[idx])
 
-    losses = _optimise(list(arc.parameters()) + list(head.parameters()), steps, sc.learning_rate, step,
+    losses = optimise(list(arc.parameters()) + list(head.parameters()), steps, sc.learning_rate, step,
                        "train ArcFace", progress)
     arc.eval()
     metrics = _heldout_metrics(profile, lambda b: evaluate_identity(arc, b).metrics, "arcface_", progress)
@@ -503,7 +505,7 @@ def train_perceptual_vgg(profile, out_dir, *, steps: int | None = None, progress
         return (F.cross_entropy(ident, bank.identity[idx]) + age_loss
                 + F.cross_entropy(emo, bank.emotion[idx]))
 
-    losses = _optimise(net.parameters(), steps, sc.learning_rate * 0.5, step, "train perceptual VGG", progress)
+    losses = optimise(net.parameters(), steps, sc.learning_rate * 0.5, step, "train perceptual VGG", progress)
     net.eval()
     metrics = _heldout_metrics(profile, lambda b: evaluate_vgg(net, b).metrics, "vgg_", progress)
     cfg = {"steps": steps, "scale": sc.__dict__, "loss_curve": loss_curve(losses),

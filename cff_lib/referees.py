@@ -35,12 +35,11 @@ fails fast naming the missing files.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
 import re
 import time
 import zlib
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -49,7 +48,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from cff_lib.captions import caption_variant
 from cff_lib.emotions import EMOTIONS
@@ -289,7 +287,8 @@ class Referees:
     def identity_similarity(self, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
         """Per pair cosine of the identity referee's embeddings, (B,)."""
         if a.shape != b.shape:
-            raise ValueError(f"identity_similarity needs images of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+            raise ValueError(f"identity_similarity needs images of one shape, got {tuple(a.shape)} and "
+                             f"{tuple(b.shape)}")
         return (self.identity(a).double() * self.identity(b).double()).sum(-1).numpy()
 
     @torch.no_grad()
@@ -331,10 +330,10 @@ def _load_one(key: str, path: Path) -> nn.Module:
     return model.freeze()
 
 
-def load_referees(profile_or_dir, *, verify: bool = True) -> Referees:
+def load_referees(profile_or_dir) -> Referees:
     """The frozen referees of a profile (its ``model.weights_dir``) or of a folder.
 
-    Every file is checked against its provenance record (sha256) when ``verify``; a missing file raises
+    Every file is checked against its provenance record (sha256); a missing file raises
     FileNotFoundError naming it and how to get it; a file of another architecture raises ValueError naming it.
     """
     from cff_lib.weights import read_record, verified_path
@@ -353,12 +352,11 @@ def load_referees(profile_or_dir, *, verify: bool = True) -> Referees:
             profile=profile_name, files=", ".join(p.name for p in paths.values()), folder=folder)
         raise missing_weights("referee", missing[0], f"{len(missing)} of {len(paths)} referee files are "
                               f"missing ({', '.join(missing)}); {how}")
-    models = {k: _load_one(k, verified_path(p) if verify else p) for k, p in paths.items()}
-    threshold = read_record(paths["identity"]).metrics.get("threshold_clean") if verify else None
-    if threshold is None and verify:
+    models = {k: _load_one(k, verified_path(p)) for k, p in paths.items()}
+    threshold = read_record(paths["identity"]).metrics.get("threshold_clean")
+    if threshold is None:
         raise ValueError(f"{paths['identity']}'s record has no 'threshold_clean'; retrain the referees")
-    return Referees(models["attributes"], models["identity"], models["clip"],
-                    float(threshold if threshold is not None else 0.5), str(folder))
+    return Referees(models["attributes"], models["identity"], models["clip"], float(threshold), str(folder))
 
 
 # ------------------------------------------------------------------------------------------ augmentation
@@ -462,22 +460,11 @@ def realism_reference(profile, n: int) -> torch.Tensor:
     return bank.floats(slice(None))
 
 
-def _fit(params, steps: int, lr: float, loss_at, desc: str, progress: bool) -> list[float]:
-    opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, weight_decay=5e-4)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    losses, bar = [], tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    for step in bar:
-        loss = loss_at(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-25:]):.3f}")
-    return losses
+def _optimise(params, steps: int, lr: float, loss_at, desc: str, progress: bool) -> list[float]:
+    """``pretrain_vision.optimise`` as the referees train: weight decay 5e-4, no gradient clipping."""
+    from cff_lib.pretrain_vision import optimise
+
+    return optimise(params, steps, lr, loss_at, desc, progress, weight_decay=5e-4, grad_clip=None)
 
 
 def train_attribute_referee(profile, bank, steps: int, *, progress: bool = True) -> tuple[AttributeReferee, list]:
@@ -494,7 +481,7 @@ def train_attribute_referee(profile, bank, steps: int, *, progress: bool = True)
         emo = F.cross_entropy(r.logits, bank.emotion[idx], label_smoothing=0.05)
         return 10.0 * age + emo + F.mse_loss(r.valence_arousal, va[idx])
 
-    return model, _fit(model.parameters(), steps, sc.learning_rate, loss_at, "referee: attributes", progress)
+    return model, _optimise(model.parameters(), steps, sc.learning_rate, loss_at, "referee: attributes", progress)
 
 
 IDENTITY_COLOUR_JITTER = 0.3  # skin, hair and eye colour carry identity: milder colour jitter for the verifier
@@ -526,7 +513,7 @@ def train_identity_referee(profile, bank, steps: int, *, progress: bool = True) 
         log_p = logits.log_softmax(dim=1)
         return -(log_p * pos).sum(1).div(pos.sum(1).clamp_min(1)).mean()
 
-    return model, _fit(model.parameters(), steps, sc.learning_rate, loss_at, "referee: identity", progress)
+    return model, _optimise(model.parameters(), steps, sc.learning_rate, loss_at, "referee: identity", progress)
 
 
 def train_clip_referee(profile, bank, steps: int, *, progress: bool = True) -> tuple[TextImageReferee, list]:
@@ -545,33 +532,40 @@ def train_clip_referee(profile, bank, steps: int, *, progress: bool = True) -> t
         # captions may fit several images of the batch: every fitting pair is a positive (multi-positive NCE)
         same = torch.tensor([[texts[i] == texts[j] for j in range(len(texts))] for i in range(len(texts))])
         target = same.float() / same.float().sum(1, keepdim=True)
-        return 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.T.log_softmax(1)).sum(1).mean())
+        i2t = -(target * logits.log_softmax(1)).sum(1).mean()
+        t2i = -(target * logits.T.log_softmax(1)).sum(1).mean()
+        return 0.5 * (i2t + t2i)
 
-    return model, _fit(model.parameters(), steps, sc.learning_rate, loss_at, "referee: text-image", progress)
+    return model, _optimise(model.parameters(), steps, sc.learning_rate, loss_at, "referee: text-image", progress)
 
 
 # ------------------------------------------------------------------------------------------ held-out scores
 @torch.no_grad()
+def _judge_scores(age, emotion, verifier, clip, bank) -> dict[str, float]:
+    """One set of judges (age and emotion readers, a verifier, a text-image model) scored on one bank."""
+    from cff_lib.pretrain_vision import evaluate_clip, evaluate_estimators, evaluate_identity
+
+    est = evaluate_estimators(age, emotion, bank).metrics
+    ver = evaluate_identity(verifier, bank, FAR).metrics
+    t2i = evaluate_clip(clip, bank).metrics
+    return {"age_mae": est["age_mae"], "emotion_accuracy": est["emotion_accuracy"], "va_mae": est["va_mae"],
+            "tar_at_far": ver["tar_at_far"], "threshold": ver["threshold"], "t2i_top1": t2i["t2i_top1"],
+            "t2i_top1_chance": t2i["t2i_top1_chance"], "zero_shot_emotion_acc": t2i["zero_shot_emotion_acc"]}
+
+
+def _conditions(banks: dict):
+    """(bank key, condition suffix, bank) for every held-out bank as rendered ("") and degraded."""
+    for key, bank in banks.items():
+        yield key, "", bank
+        yield key, "_degraded", _degraded(bank)
+
+
 def evaluate_referees(models: dict[str, nn.Module], banks: dict) -> dict[str, float]:
     """Held-out scores per bank and condition ("clean" as rendered, "degraded" = :func:`corrupt`):
     age MAE, emotion accuracy, valence/arousal MAE, identity TAR at 1% FAR (+ threshold), text->image top-1."""
-    from cff_lib.pretrain_vision import evaluate_clip, evaluate_estimators, evaluate_identity
-
-    out: dict[str, float] = {}
-    for key, bank in banks.items():
-        for cond in ("", "_degraded"):
-            b = bank if not cond else _degraded(bank)
-            att = models["attributes"]
-            est = evaluate_estimators(att, att, b).metrics
-            ver = evaluate_identity(models["identity"], b, FAR).metrics
-            clip = evaluate_clip(models["clip"], b).metrics
-            tag = f"{key}{cond}"
-            out.update({f"age_mae_{tag}": est["age_mae"], f"emotion_accuracy_{tag}": est["emotion_accuracy"],
-                        f"va_mae_{tag}": est["va_mae"], f"tar_at_far_{tag}": ver["tar_at_far"],
-                        f"threshold_{tag}": ver["threshold"], f"t2i_top1_{tag}": clip["t2i_top1"],
-                        f"t2i_top1_chance_{tag}": clip["t2i_top1_chance"],
-                        f"zero_shot_emotion_acc_{tag}": clip["zero_shot_emotion_acc"]})
-    return out
+    att = models["attributes"]
+    return {f"{name}_{key}{cond}": value for key, cond, bank in _conditions(banks)
+            for name, value in _judge_scores(att, att, models["identity"], models["clip"], bank).items()}
 
 
 def _degraded(bank):
@@ -581,38 +575,33 @@ def _degraded(bank):
     return FaceBank(x, bank.identity, bank.age, bank.emotion, bank.intensity, bank.gender, bank.name + " (degraded)")
 
 
-@torch.no_grad()
+_TABLE_ROWS = (  # (quantity shown, key of _judge_scores, referee name, guide name)
+    ("age MAE (years)", "age_mae", "AttributeReferee", "AgeEst"),
+    ("emotion accuracy", "emotion_accuracy", "AttributeReferee", "EmoEst"),
+    ("valence/arousal MAE", "va_mae", "AttributeReferee", "EmoEst"),
+    ("identity TAR @ FAR 1%", "tar_at_far", "IdentityReferee", "ArcFace"),
+    ("text->image top-1 (fits caption)", "t2i_top1", "TextImageReferee", "CLIP"),
+)
+
+
 def heldout_table(referees: Referees, guides, banks: dict):
     """Referees beside the guides they check, on held-out identities as rendered and degraded
     (:func:`corrupt`): one row per (quantity, role, judge), one column per bank and condition (pandas)."""
     import pandas as pd
 
-    from cff_lib.pretrain_vision import evaluate_clip, evaluate_estimators, evaluate_identity
-
     names = {"clean": "clean renders", "test": "ffhq+cacd test"}
-    cols: dict[str, dict[tuple, float]] = {}
-    for key, bank in banks.items():
-        for tag, b in ((names.get(key, key), bank), (f"{names.get(key, key)}, degraded", _degraded(bank))):
-            att = referees.attributes
-            r_est = evaluate_estimators(att, att, b).metrics
-            g_est = evaluate_estimators(guides.age, guides.emotion, b).metrics
-            cols[tag] = {
-                ("age MAE (years)", "referee", "AttributeReferee"): r_est["age_mae"],
-                ("age MAE (years)", "guide", "AgeEst"): g_est["age_mae"],
-                ("emotion accuracy", "referee", "AttributeReferee"): r_est["emotion_accuracy"],
-                ("emotion accuracy", "guide", "EmoEst"): g_est["emotion_accuracy"],
-                ("valence/arousal MAE", "referee", "AttributeReferee"): r_est["va_mae"],
-                ("valence/arousal MAE", "guide", "EmoEst"): g_est["va_mae"],
-                ("identity TAR @ FAR 1%", "referee", "IdentityReferee"):
-                    evaluate_identity(referees.identity, b, FAR).metrics["tar_at_far"],
-                ("identity TAR @ FAR 1%", "guide", "ArcFace"): evaluate_identity(guides.arcface, b, FAR).metrics["tar_at_far"],
-                ("text->image top-1 (fits caption)", "referee", "TextImageReferee"):
-                    evaluate_clip(referees.clip, b).metrics["t2i_top1"],
-                ("text->image top-1 (fits caption)", "guide", "CLIP"): evaluate_clip(guides.clip, b).metrics["t2i_top1"],
-            }
-    keys = list(next(iter(cols.values())))
-    return pd.DataFrame([{"quantity": q, "role": role, "judge": judge, **{c: cols[c][(q, role, judge)] for c in cols}}
-                         for q, role, judge in keys])
+    cols = {}
+    for key, cond, bank in _conditions(banks):
+        column = names.get(key, key) + (", degraded" if cond else "")
+        cols[column] = {"referee": _judge_scores(referees.attributes, referees.attributes, referees.identity,
+                                                 referees.clip, bank),
+                        "guide": _judge_scores(guides.age, guides.emotion, guides.arcface, guides.clip, bank)}
+    rows = []
+    for shown, metric, referee, guide in _TABLE_ROWS:
+        for role, judge in (("referee", referee), ("guide", guide)):
+            rows.append({"quantity": shown, "role": role, "judge": judge,
+                         **{c: scores[role][metric] for c, scores in cols.items()}})
+    return pd.DataFrame(rows)
 
 
 def heldout_figure(table):
@@ -658,7 +647,7 @@ def train_referees(profile, out_dir=None, *, steps: int | None = None, progress:
     if unknown:
         raise ValueError(f"only={only!r}: unknown referees {sorted(unknown)}; choose from {list(REFEREE_FILES)}")
     bank = referee_bank(profile, progress=progress)
-    trained, curves, seconds, kept = {}, {}, {}, {}
+    trained, curves, seconds, kept, n_steps = {}, {}, {}, {}, {}
     for key, fn, n in (("attributes", train_attribute_referee, sc.attribute_steps),
                        ("identity", train_identity_referee, sc.identity_steps),
                        ("clip", train_clip_referee, sc.clip_steps)):
@@ -667,21 +656,22 @@ def train_referees(profile, out_dir=None, *, steps: int | None = None, progress:
 
             path = referee_paths(out_dir)[key]
             trained[key] = _load_one(key, verified_path(path))
-            kept[key] = read_record(path).config
+            kept[key] = read_record(path)
             continue
         t = time.perf_counter()
-        model, losses = fn(profile, bank, steps or n, progress=progress)
+        n_steps[key] = steps or n
+        model, losses = fn(profile, bank, n_steps[key], progress=progress)
         trained[key], curves[key], seconds[key] = model.eval(), loss_curve(losses), time.perf_counter() - t
     metrics = evaluate_referees(trained, heldout_banks(profile, progress=progress))
     command = f"python -m cff_lib.referees --profile {profile.name}"
     for key, model in trained.items():
         if key in kept:  # not retrained: same tensors, record updated with the suite's new held-out scores
-            save_weights(model, out_dir / REFEREE_FILES[key], profile=profile, command=kept[key].get(
-                "command", command), metrics=metrics, config={k: v for k, v in kept[key].items()
-                                                               if k != "architecture"})
+            config = {k: v for k, v in kept[key].config.items() if k != "architecture"}
+            save_weights(model, out_dir / REFEREE_FILES[key], profile=profile, command=kept[key].command,
+                         metrics=metrics, config=config)
             continue
         save_weights(model, out_dir / REFEREE_FILES[key], profile=profile, command=command, metrics=metrics,
-                     config={"steps": steps or getattr(sc, f"{'attribute' if key == 'attributes' else key}_steps"),
+                     config={"steps": n_steps[key],
                              "scale": sc.__dict__, "train_seconds": round(seconds[key], 1),
                              "stream": REFEREE_STREAM, "seed": profile.train.seed + REFEREE_SEED_OFFSET,
                              "loss_curve": curves[key], "role": "referee (evaluation only)"})

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import random_referees
 
 from cff_lib import control
 from cff_lib.composite import read_composite
@@ -14,7 +15,6 @@ from cff_lib.conditional_unet import tiny_unet_config
 from cff_lib.config import load_profile
 from cff_lib.model import build_model
 from cff_lib.world import COMPOSITE_NAME, ensure_world, manifest_dir
-from conftest import random_referees
 
 
 def _per_sample():

@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import random_referees
 
 from cff_lib import baselines, evaluation
 from cff_lib.conditional_unet import tiny_unet_config
 from cff_lib.config import load_profile
 from cff_lib.model import build_model
-from conftest import random_referees
 
 
 def small_profile():

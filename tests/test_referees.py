@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_referees
 
 from cff_lib import metrics, oracle, referees
 from cff_lib.config import load_profile
 from cff_lib.model import weights_root
 from cff_lib.provenance import REPO_ROOT
-from conftest import random_referees
 
 TOY = load_profile("toy")
 TOY_WEIGHTS = weights_root(TOY)
