@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cff_lib.atomic import atomic_path
-from cff_lib.encoders import (
+from cff_lib.encoder_base import (
     Freezable,
     check_backend,
     check_images,

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cff_lib.emotions import EMOTIONS
-from cff_lib.encoders import (
+from cff_lib.encoder_base import (
     Freezable,
     check_backend,
     check_feature,

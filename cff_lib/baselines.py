@@ -92,7 +92,7 @@ def baseline_from_model(model) -> TextOnlyBaseline:
 
 
 def _batches(profile, n_steps: int, seed: int):
-    from cff_lib.training import collate, dataset_for, load_composite
+    from cff_lib.dataset import collate, dataset_for, load_composite
 
     rows = [s for s in load_composite(profile).split("train") if s.image is not None]
     if not rows:
@@ -140,7 +140,8 @@ def train_baseline(baseline: TextOnlyBaseline, model, profile, options: Baseline
     with ``image``, ``caption``, ``source_caption``); returns the per-step loss history."""
     from tqdm.auto import tqdm
 
-    from cff_lib.training import load_composite, schedule_length
+    from cff_lib.dataset import load_composite
+    from cff_lib.training import schedule_length
 
     n_steps = None
     if batches is None:

@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from cff_lib.encoders import (
+from cff_lib.encoder_base import (
     Freezable,
     check_backend,
     check_images,

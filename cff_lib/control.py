@@ -85,7 +85,7 @@ def measure_control(model, profile, samples: Sequence[CompositeSample] | None = 
     import pandas as pd
 
     from cff_lib import metrics, oracle
-    from cff_lib.training import collate, dataset_for, load_composite
+    from cff_lib.dataset import collate, dataset_for, load_composite
 
     if referees is None:
         from cff_lib.referees import load_referees

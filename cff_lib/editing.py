@@ -10,7 +10,7 @@ naming it; nothing is written then:
 - a voice: any file soundfile reads, at most :data:`MAX_CLIP_SECONDS` long, not silent, no NaN; mixed to mono,
   resampled to the profile's rate (16 kHz), its first ``data.max_audio_seconds`` used, normalised
   (``cff_lib.preprocessing.load_audio``);
-- target age in ``encoders.AGE_LIMITS`` (0-120 years), emotion one of ``cff_lib.emotions.EMOTIONS``,
+- target age in ``cff_lib.ages.AGE_LIMITS`` (0-120 years), emotion one of ``cff_lib.emotions.EMOTIONS``,
   intensity in [0, 1], 1 <= t0 <= 999 and 1 <= steps <= t0.
 
 The edit is the paper's zero-shot edit (``ClipFaceFusion.edit``): invert the face unconditionally to t0
@@ -87,10 +87,10 @@ def _finite_number(value: Any, name: str) -> float:
 
 
 def check_age(age: Any) -> float | None:
-    """Target age in years (``encoders.AGE_LIMITS``), or None."""
+    """Target age in years (``cff_lib.ages.AGE_LIMITS``), or None."""
     if age is None:
         return None
-    from cff_lib.encoders import AGE_LIMITS
+    from cff_lib.ages import AGE_LIMITS
 
     years = _finite_number(age, "age")
     lo, hi = AGE_LIMITS
@@ -467,7 +467,7 @@ class Editor:
         reconstruction, are reused for a face seen with the same t0 and steps).
         """
         from cff_lib import ddim
-        from cff_lib.encoders import check_images
+        from cff_lib.encoder_base import check_images
 
         t0, steps = check_schedule(t0, steps)
         check_images(image[None], argument="image", size=self.size)

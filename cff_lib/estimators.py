@@ -33,10 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cff_lib.ages import AGE_MAX, AGE_MIN
 from cff_lib.emotions import EMOTIONS
-from cff_lib.encoders import (
-    AGE_MAX,
-    AGE_MIN,
+from cff_lib.encoder_base import (
     Freezable,
     check_backend,
     check_images,

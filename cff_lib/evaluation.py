@@ -198,7 +198,7 @@ def _ddim_settings(profile, t0: int | None = None) -> dict[str, Any]:
 
 
 def _check_batch(images: Any, conditions: Mapping[str, Any]) -> None:
-    from cff_lib.encoders import check_images
+    from cff_lib.encoder_base import check_images
 
     check_images(images, argument="images")
     if images.shape[0] == 0:
@@ -274,7 +274,7 @@ def method_unets(model, baseline, methods: Sequence[str] = METHODS) -> dict[str,
 def eval_pool(profile, samples=None) -> list:
     """Held-out composite rows with a face, a target age and a target emotion (``control.control_rows``)."""
     from cff_lib.control import control_rows
-    from cff_lib.training import load_composite
+    from cff_lib.dataset import load_composite
 
     return control_rows(samples if samples is not None else load_composite(profile).split("val"))
 
@@ -290,8 +290,8 @@ def seed_rows(pool: Sequence, seed: int, n: int) -> list:
 
 
 def load_rows(profile, rows: Sequence) -> tuple[torch.Tensor, dict[str, Any]]:
-    """(faces, conditions) of composite rows, through ``training.dataset_for`` + ``collate``."""
-    from cff_lib.training import collate, dataset_for
+    """(faces, conditions) of composite rows, through ``dataset.dataset_for`` + ``collate``."""
+    from cff_lib.dataset import collate, dataset_for
 
     ds = dataset_for(profile, rows)
     batch = collate([ds[i] for i in range(len(ds))])
@@ -830,7 +830,7 @@ def audio_guided(model, profile, image, gender: str, clips) -> torch.Tensor:
 def historical_rows(profile, n: int = 3) -> list:
     """Held-out CACD rows with a ground-truth photo of the same person at the target age: one per source
     photo, ageing (target older than source) first, largest age gap first."""
-    from cff_lib.training import load_composite
+    from cff_lib.dataset import load_composite
 
     rows = [s for s in load_composite(profile).split("val") if s.source == "cacd" and s.target_image
             and s.target_age is not None and s.source_age is not None]

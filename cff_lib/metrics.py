@@ -76,7 +76,7 @@ import torch
 import torch.nn.functional as F
 
 from cff_lib.emotions import EMOTIONS, VALENCE_AROUSAL
-from cff_lib.encoders import check_images, missing_weights
+from cff_lib.encoder_base import check_images, missing_weights
 
 LPIPS_BACKENDS = ("paper", "synthetic")
 FID_BACKENDS = ("paper", "synthetic")

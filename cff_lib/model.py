@@ -374,9 +374,8 @@ class ClipFaceFusion(nn.Module):
             idx = x.has_age.nonzero().flatten()
             ages = check_age(x.age[idx], argument="conditions['target_age']")
             texts = [caption_from_attributes(age=float(a)) for a in ages.tolist()]
-            a = mm.alpha()
             f_num = mm.age_embedding(ages)  # (b, 512) AgeEmb (Eq. 4), trainable
-            f_age = zeros.index_copy(0, idx, a * self._text_features(texts) + (1 - a) * f_num)  # (B, 512)
+            f_age = zeros.index_copy(0, idx, mm.mix_age(self._text_features(texts), f_num))  # (B, 512) Eq. 5
             features["Age"], present["Age"] = f_age, x.has_age
         # Eqs. 2, 6, 3/15-16: f_A, f_Emo,Audio, f_AV^final
         f_av, f_emo_audio = zeros, zeros
@@ -399,9 +398,8 @@ class ClipFaceFusion(nn.Module):
                 idx = x.has_emotion.nonzero().flatten()
                 prompts = [EMOTION_PROMPT.format(EMOTIONS[i]) for i in x.emotion[idx].tolist()]
                 f_emo_text = zeros.index_copy(0, idx, self._text_features(prompts))
-            b = mm.beta()
             both = (x.has_emotion & x.has_audio)[:, None]
-            f_emo = torch.where(both, b * f_emo_text + (1 - b) * f_emo_audio,
+            f_emo = torch.where(both, mm.mix_emotion(f_emo_text, f_emo_audio),
                                 torch.where(x.has_emotion[:, None], f_emo_text, f_emo_audio))  # (B, 512)
             features["Emo"], present["Emo"] = f_emo, has_emo_feat
         identity = appearance = None

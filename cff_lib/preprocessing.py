@@ -23,11 +23,7 @@ import soundfile as sf
 from PIL import Image
 from scipy.signal import resample_poly
 
-AGE_MIN = 16.0
-"""Youngest age of CACD's range in the paper ("ages 16-99"): maps to 0."""
-
-AGE_MAX = 99.0
-"""Oldest age of CACD's range in the paper: maps to 1."""
+from cff_lib.ages import AGE_MAX, AGE_MIN
 
 SAMPLE_RATE = 16000
 """Audio sample rate of the paper (Hz)."""

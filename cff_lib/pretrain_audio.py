@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from cff_lib.ages import AGE_MAX, AGE_MIN
 from cff_lib.audio_encoder import (
     SAMPLE_RATE,
     SYNTHETIC_CONFIG,
@@ -42,8 +43,7 @@ from cff_lib.audio_encoder import (
     create_audio_emotion_head,
 )
 from cff_lib.emotions import EMOTIONS
-from cff_lib.encoders import Freezable
-from cff_lib.preprocessing import AGE_MAX, AGE_MIN
+from cff_lib.encoder_base import Freezable
 from cff_lib.weights import PretrainReport, load_verified, save_weights, verified_path
 
 ENCODER_NAME = "audio"  # weights/<...>/audio.safetensors: the Wav2Vec2Model

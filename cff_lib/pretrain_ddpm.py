@@ -172,14 +172,15 @@ def training_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.T
 def render_faces(seed: int, stream: int, n: int, size: int, progress: bool = False) -> torch.Tensor:
     """``n`` faces of fresh identities (random gender, age, emotion, intensity, variation) as uint8
     (n, 3, size, size); a pure function of (seed, stream, n, size)."""
-    from cff_lib.synthetic_faces import MAX_AGE, MIN_AGE, FaceAttributes, render_face, sample_identity
+    from cff_lib.ages import AGE_MAX, AGE_MIN
+    from cff_lib.synthetic_faces import FaceAttributes, render_face, sample_identity
 
     out = np.empty((n, size, size, 3), dtype=np.uint8)
     for i in tqdm(range(n), desc="rendering faces", disable=not progress):
         rng = np.random.default_rng(np.random.SeedSequence([seed, stream, i]))
         identity = sample_identity(rng)
         e = int(rng.integers(len(EMOTIONS)))
-        attrs = FaceAttributes(identity, float(rng.uniform(MIN_AGE, MAX_AGE)), EMOTIONS[e],
+        attrs = FaceAttributes(identity, float(rng.uniform(AGE_MIN, AGE_MAX)), EMOTIONS[e],
                                1.0 if e == 0 else float(rng.uniform(0.3, 1.0)))
         out[i] = np.asarray(render_face(attrs, size, variation_seed=int(rng.integers(0, 2**31 - 1))).convert("RGB"))
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()

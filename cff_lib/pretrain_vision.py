@@ -40,9 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from cff_lib.ages import AGE_MAX, AGE_MIN
 from cff_lib.captions import caption_from_attributes, caption_variant
 from cff_lib.emotions import EMOTIONS, valence_arousal
-from cff_lib.encoders import AGE_MAX, AGE_MIN, EMOTION_PROMPT
+from cff_lib.encoders import EMOTION_PROMPT
 from cff_lib.weights import PretrainReport, save_weights, verified_path
 
 FILES = {"clip": "clip", "age": "age_estimator", "emotion": "emotion_estimator", "arcface": "arcface",

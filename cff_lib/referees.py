@@ -49,12 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cff_lib.ages import AGE_MAX, AGE_MIN
 from cff_lib.captions import caption_variant
 from cff_lib.emotions import EMOTIONS
-from cff_lib.encoders import (
-    AGE_MAX,
-    AGE_MIN,
-    EMOTION_PROMPT,
+from cff_lib.encoder_base import (
     Freezable,
     check_images,
     config_from_dict,
@@ -62,6 +60,7 @@ from cff_lib.encoders import (
     read_safetensors,
     save_safetensors,
 )
+from cff_lib.encoders import EMOTION_PROMPT
 
 REFEREE_FILES = {"attributes": "referee_attributes", "identity": "referee_identity", "clip": "referee_clip"}
 """Referee key -> file stem in the profile's weights folder (``<stem>.safetensors`` + provenance record)."""

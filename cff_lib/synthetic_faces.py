@@ -23,13 +23,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cff_lib.ages import AGE_MAX, AGE_MIN
 from cff_lib.captions import check_gender
 from cff_lib.emotions import EMOTIONS, emotion_index, valence_arousal
 
-MIN_AGE = 16.0
-"""Youngest age the renderer draws (years)."""
-MAX_AGE = 99.0
-"""Oldest age the renderer draws (years)."""
 HAIR_STYLES: tuple[str, ...] = ("short", "long", "fringe", "balding", "curly")
 """Hair styles an identity may wear."""
 BEARDS: tuple[str, ...] = ("none", "stubble", "full")
@@ -89,15 +86,15 @@ class Identity:
 @dataclass(frozen=True)
 class FaceAttributes:
     identity: Identity  # who is drawn
-    age: float  # years, in [MIN_AGE, MAX_AGE]
+    age: float  # years, in [AGE_MIN, AGE_MAX]
     emotion: str  # one of cff_lib.emotions.EMOTIONS
     intensity: float = 1.0  # expression strength in [0, 1]; 0 draws a neutral face
 
     def __post_init__(self) -> None:
         if not isinstance(self.identity, Identity):
             raise ValueError(f"identity={self.identity!r} must be an Identity")
-        if not MIN_AGE <= float(self.age) <= MAX_AGE:
-            raise ValueError(f"age={self.age} must lie in [{MIN_AGE:g}, {MAX_AGE:g}] years")
+        if not AGE_MIN <= float(self.age) <= AGE_MAX:
+            raise ValueError(f"age={self.age} must lie in [{AGE_MIN:g}, {AGE_MAX:g}] years")
         emotion_index(self.emotion, argument="emotion")
         if not 0.0 <= float(self.intensity) <= 1.0:
             raise ValueError(f"intensity={self.intensity} must lie in [0, 1]")
@@ -231,7 +228,7 @@ class _AgeCues:
 
 def _age_cues(age: float) -> _AgeCues:
     return _AgeCues(
-        t=_ramp(age, MIN_AGE, MAX_AGE),
+        t=_ramp(age, AGE_MIN, AGE_MAX),
         forehead=(_ramp(age, 20, 62), _ramp(age, 30, 75), _ramp(age, 42, 90)),
         crows=_ramp(age, 28, 80),
         bags=_ramp(age, 24, 88),

@@ -26,14 +26,10 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import lfilter
 
+from cff_lib.ages import AGE_MAX, AGE_MIN
 from cff_lib.atomic import atomic_path
 from cff_lib.captions import check_gender
 from cff_lib.emotions import EMOTIONS, emotion_index
-
-MIN_AGE = 16.0
-"""Youngest speaker age (years)."""
-MAX_AGE = 99.0
-"""Oldest speaker age (years)."""
 
 
 @dataclass(frozen=True)
@@ -170,8 +166,8 @@ def synthesize_voice(speaker: SpeakerVoice, age: float, emotion: str, intensity:
     """
     if not isinstance(speaker, SpeakerVoice):
         raise ValueError(f"speaker={speaker!r} must be a SpeakerVoice")
-    if not MIN_AGE <= float(age) <= MAX_AGE:
-        raise ValueError(f"age={age} must lie in [{MIN_AGE:g}, {MAX_AGE:g}] years")
+    if not AGE_MIN <= float(age) <= AGE_MAX:
+        raise ValueError(f"age={age} must lie in [{AGE_MIN:g}, {AGE_MAX:g}] years")
     emotion_index(emotion, argument="emotion")
     if not 0.0 <= float(intensity) <= 1.0:
         raise ValueError(f"intensity={intensity} must lie in [0, 1]")
@@ -184,7 +180,7 @@ def synthesize_voice(speaker: SpeakerVoice, age: float, emotion: str, intensity:
     sr, n = int(sample_rate), int(round(float(seconds) * sample_rate))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x701CE]))
     pr = _prosody(emotion, float(intensity))
-    t_age = (float(age) - MIN_AGE) / (MAX_AGE - MIN_AGE)
+    t_age = (float(age) - AGE_MIN) / (AGE_MAX - AGE_MIN)
 
     # age: pitch drift, irregularity, breath, tremor, tempo
     if speaker.gender == "female":

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from cff_lib.ages import AGE_MAX, AGE_MIN
 from cff_lib.atomic import atomic_path, atomic_write_text
 from cff_lib.captions import caption_from_attributes
 from cff_lib.emotions import EMOTIONS, emotion_index, valence_arousal
@@ -45,7 +46,7 @@ from cff_lib.naming import (
     format_ravdess,
     format_voxceleb,
 )
-from cff_lib.synthetic_faces import MAX_AGE, MIN_AGE, FaceAttributes, Identity, render_face, sample_identity
+from cff_lib.synthetic_faces import FaceAttributes, Identity, render_face, sample_identity
 from cff_lib.synthetic_voices import SpeakerVoice, speaker_voice, synthesize_voice, write_wav
 
 SIDECAR_COLUMNS: tuple[str, ...] = ("path", "identity", "gender", "age", "emotion", "intensity", "valence",
@@ -195,7 +196,7 @@ def ffhq_sample(spec: WorldSpec, index: int) -> FaceSample:
         raise ValueError(f"index={index} must lie in [0, 99999]")
     rng = _rng(spec.seed, "ffhq", 0, index)
     identity = sample_identity(rng)
-    age = round(float(rng.uniform(MIN_AGE, MAX_AGE)), 1)
+    age = round(float(rng.uniform(AGE_MIN, AGE_MAX)), 1)
     emotion, intensity = _face_emotion(rng)
     attrs = FaceAttributes(identity, age, emotion, intensity)
     return FaceSample(format_ffhq(index), f"ffhq_{index:05d}", attrs, _int_seed(rng))
@@ -209,8 +210,8 @@ def cacd_samples(spec: WorldSpec, identity_index: int) -> list[FaceSample]:
     identity = sample_identity(rng)
     name = synthetic_name(identity_index, rng)
     m = spec.cacd_images_per_identity
-    span = MAX_AGE - MIN_AGE
-    ages = sorted(int(np.clip(round(MIN_AGE + (k + rng.uniform()) * span / max(m, 1)), MIN_AGE, MAX_AGE))
+    span = AGE_MAX - AGE_MIN
+    ages = sorted(int(np.clip(round(AGE_MIN + (k + rng.uniform()) * span / max(m, 1)), AGE_MIN, AGE_MAX))
                   for k in range(m))
     out, seen = [], {}
     for k, age in enumerate(ages):

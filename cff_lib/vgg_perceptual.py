@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cff_lib.encoders import (
+from cff_lib.encoder_base import (
     Freezable,
     check_backend,
     check_images,

@@ -5,7 +5,7 @@ Paper sections "Input taxonomy and encoding" and "Implementation details": the p
 the same classes (notebooks/02_encoders). Each of them is stored as two files:
 
 - ``<name>.safetensors``: the tensors, with the architecture (``cff_kind`` + ``cff_config``) in the file's
-  metadata, written by the model's own ``save()`` (:func:`cff_lib.encoders.save_safetensors`) or, for
+  metadata, written by the model's own ``save()`` (:func:`cff_lib.encoder_base.save_safetensors`) or, for
   modules without one, from its ``state_dict()``;
 - ``<name>.provenance.json``: a :class:`WeightRecord` -- the command that regenerates the file, profile name
   and fingerprint, configuration, code version, date, sha256 and size of the safetensors file, and the

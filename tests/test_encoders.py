@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import cff_lib  # noqa: F401
+from cff_lib.encoder_base import check_images
 from cff_lib.encoders import (
     EMOTION_PROMPT,
     AgeEmbeddingConfig,
     NumericAgeEmbedding,
-    check_images,
     create_encoders,
     load_multimodal_heads,
     save_multimodal_heads,

@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from cff_lib import training
+from cff_lib import dataset, training
 from cff_lib.composite import CompositeSample, CompositeSet
 from cff_lib.conditional_unet import tiny_unet_config
 from cff_lib.config import load_profile
@@ -164,8 +164,8 @@ def test_corrupt_or_foreign_checkpoint_is_a_clear_error(world, runs, tmp_path):
 
 def test_dataset_items_and_collate(world):
     profile, composite, root, _ = world
-    ds = training.dataset_for(profile, composite.split("train"), root)
-    batch = training.collate([ds[i] for i in range(len(ds))])
+    ds = dataset.dataset_for(profile, composite.split("train"), root)
+    batch = dataset.collate([ds[i] for i in range(len(ds))])
     assert batch["image"].shape == (5, 3, 32, 32) and batch["image"].abs().max() <= 1
     assert [a is None for a in batch["audio"]] == [False, True, True, False, False]
     assert batch["audio"][0].dtype == torch.float32 and abs(float(batch["audio"][0].mean())) < 1e-4
