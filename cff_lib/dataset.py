@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 
 from cff_lib.captions import source_caption
-from cff_lib.composite import CompositeSample, CompositeSet
+from cff_lib.composite import CompositeSample, CompositeSet, read_composite
 from cff_lib.preprocessing import load_audio, load_image
+from cff_lib.world import COMPOSITE_NAME, data_root, manifest_dir
 
 
 class CompositeDataset(torch.utils.data.Dataset):
@@ -80,8 +81,6 @@ def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def dataset_for(profile, samples: Sequence[CompositeSample], root: str | os.PathLike | None = None
                 ) -> CompositeDataset:
-    from cff_lib.world import data_root
-
     d = profile.data
     return CompositeDataset(samples, root if root is not None else data_root(profile), image_size=d.image_size,
                             sample_rate=d.sample_rate, max_audio_seconds=d.max_audio_seconds,
@@ -90,9 +89,6 @@ def dataset_for(profile, samples: Sequence[CompositeSample], root: str | os.Path
 
 def load_composite(profile) -> CompositeSet:
     """The composite set notebooks/01 wrote for ``profile`` (data_manifests/<world>/<profile>/composite.csv)."""
-    from cff_lib.composite import read_composite
-    from cff_lib.world import COMPOSITE_NAME, manifest_dir
-
     path = manifest_dir(profile) / COMPOSITE_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no composite set at {path}; run notebooks/01_data_assembly for profile "

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from cff_lib.ages import AGE_MAX, AGE_MIN
 from cff_lib.atomic import atomic_path, atomic_write_text
 from cff_lib.conditional_unet import (
     NOISE_SCHEDULES,
@@ -172,7 +173,6 @@ def training_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.T
 def render_faces(seed: int, stream: int, n: int, size: int, progress: bool = False) -> torch.Tensor:
     """``n`` faces of fresh identities (random gender, age, emotion, intensity, variation) as uint8
     (n, 3, size, size); a pure function of (seed, stream, n, size)."""
-    from cff_lib.ages import AGE_MAX, AGE_MIN
     from cff_lib.synthetic_faces import FaceAttributes, render_face, sample_identity
 
     out = np.empty((n, size, size, 3), dtype=np.uint8)
