@@ -376,37 +376,67 @@ def _age_targets(age: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
     return w / w.sum(dim=1, keepdim=True)  # (B, 84)
 
 
-def train_estimators(profile, out_dir, *, steps: int | None = None, progress: bool = True) -> PretrainReport:
-    """AgeEst and EmoEst, trained side by side on the same batches; writes age_estimator + emotion_estimator."""
-    from cff_lib.estimators import AgeEstimator, EmotionEstimator
+def train_estimators(profile, out_dir, *, steps: int | None = None, progress: bool = True,
+                     adversarial_l2: float = 0.0, pgd_steps: int = 3, init_from=None) -> PretrainReport:
+    """AgeEst and EmoEst, trained side by side on the same batches; writes age_estimator + emotion_estimator.
+
+    ``adversarial_l2`` > 0: adversarial training (Madry et al.): each batch is replaced by its worst case inside
+    an L2 ball of that radius per image (:func:`cff_lib.robustness.l2_pgd`, ``pgd_steps`` steps, both nets in
+    eval mode while attacked), so the guides' gradients become perceptually aligned and a loss that follows
+    them has to change the face (docs/errata.md, "Robust guides"). ``init_from``: a weights folder whose
+    age_estimator + emotion_estimator to start from (fine-tuning) instead of random weights.
+    """
+    from cff_lib.estimators import AgeEstimator, EmotionEstimator, create_age_estimator, create_emotion_estimator
+    from cff_lib.robustness import l2_pgd
 
     t0 = time.perf_counter()
     profile, out_dir = _profile(profile), Path(out_dir)
     sc = scale_for(profile)
     steps = _check_steps(steps, sc.estimator_steps)
+    if not adversarial_l2 >= 0:
+        raise ValueError(f"adversarial_l2={adversarial_l2!r} must be >= 0 (0: standard training)")
     bank = training_bank(profile, progress=progress)
     va = bank.valence_arousal()
     rng = _seed_all(profile, "estimators")
     cfg = estimator_config(profile.data.image_size)
-    age_net, emo_net = AgeEstimator(cfg).train(), EmotionEstimator(cfg).train()
+    if init_from is None:
+        age_net, emo_net = AgeEstimator(cfg).train(), EmotionEstimator(cfg).train()
+    else:
+        start = weight_paths(init_from)
+        age_net = create_age_estimator("synthetic", verified_path(start["age"])).unfreeze().train()
+        emo_net = create_emotion_estimator("synthetic", verified_path(start["emotion"])).unfreeze().train()
+
+    def per_image_loss(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # (B,)
+        logp = F.log_softmax(age_net.age_head(age_net.backbone(x)), dim=-1)
+        pred_age = logp.exp() @ age_net.bin_ages
+        age_loss = -(_age_targets(bank.age[idx]) * logp).sum(1) + 0.05 * (pred_age - bank.age[idx]).abs()
+        emo = emo_net(x)
+        emo_loss = (F.cross_entropy(emo.logits, bank.emotion[idx], reduction="none")
+                    + ((emo.valence_arousal - va[idx]) ** 2).mean(1))
+        return age_loss + emo_loss
 
     def step(_: int) -> torch.Tensor:
         idx = _batch(rng, len(bank), sc.batch_size)
         x = bank.floats(idx)
-        h = age_net.backbone(x)
-        logp = F.log_softmax(age_net.age_head(h), dim=-1)
-        pred_age = logp.exp() @ age_net.bin_ages
-        age_loss = -(_age_targets(bank.age[idx]) * logp).sum(1).mean() + 0.05 * F.l1_loss(pred_age, bank.age[idx])
-        emo = emo_net(x)
-        emo_loss = F.cross_entropy(emo.logits, bank.emotion[idx]) + F.mse_loss(emo.valence_arousal, va[idx])
-        return age_loss + emo_loss
+        if adversarial_l2 > 0:
+            age_net.eval(), emo_net.eval()
+            g = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
+            x = l2_pgd(lambda z: per_image_loss(z, idx), x, adversarial_l2, pgd_steps, generator=g)
+            age_net.train(), emo_net.train()
+        return per_image_loss(x, idx).mean()
 
     params = list(age_net.parameters()) + list(emo_net.parameters())
     losses = optimise(params, steps, sc.learning_rate, step, "train AgeEst+EmoEst", progress)
     age_net.eval(), emo_net.eval()
     metrics = _heldout_metrics(profile, lambda b: evaluate_estimators(age_net, emo_net, b).metrics, "", progress)
-    rec = {"steps": steps, "scale": sc.__dict__, "loss_curve": loss_curve(losses)}
+    rec = {"steps": steps, "scale": sc.__dict__, "loss_curve": loss_curve(losses),
+           **({"adversarial_l2": adversarial_l2, "pgd_steps": pgd_steps} if adversarial_l2 > 0 else {}),
+           **({"init_from": str(init_from)} if init_from is not None else {})}
     cmd = _command("train_estimators", profile)
+    if adversarial_l2 > 0 or init_from is not None:
+        cmd = (f".venv/bin/python -c \"from cff_lib.pretrain_vision import train_estimators; train_estimators("
+               f"'{profile.name}', '{out_dir}', steps={steps}, adversarial_l2={adversarial_l2}, "
+               f"pgd_steps={pgd_steps}, init_from={str(init_from) if init_from else None!r})\"")
     age_m = {k: v for k, v in metrics.items() if k.startswith("age")}
     emo_m = {k: v for k, v in metrics.items() if k.startswith(("emotion", "va"))}
     save_weights(age_net, out_dir / FILES["age"], profile=profile, command=cmd, metrics=age_m, config=rec)

@@ -65,6 +65,32 @@ def test_train_estimators(tiny, tmp_path):
     assert r.metrics["emotion_accuracy_clean"] > 1 / 8 or r.metrics["age_mae_clean"] < 25
 
 
+def test_adversarial_fine_tune_starts_from_the_given_guides_and_records_its_budget(tiny, tmp_path, monkeypatch):
+    base, robust = tmp_path / "base", tmp_path / "robust"
+    pv.train_estimators(tiny, base, steps=3, progress=False)
+    calls = []
+    import cff_lib.robustness as rb
+
+    attack = rb.l2_pgd
+
+    def counting(objective, images, radius, steps, **kw):
+        calls.append((radius, steps))
+        return attack(objective, images, radius, steps, **kw)
+
+    monkeypatch.setattr(rb, "l2_pgd", counting)
+    pv.train_estimators(tiny, robust, steps=2, progress=False, adversarial_l2=0.5, pgd_steps=2,
+                        init_from=base)
+    assert calls == [(0.5, 2), (0.5, 2)]  # every batch attacked with the given budget
+    rec = read_record(robust / "age_estimator")
+    assert rec.config["adversarial_l2"] == 0.5 and rec.config["init_from"] == str(base)
+    assert "adversarial_l2=0.5" in rec.command
+    # an init from a folder without the estimators names what is missing; a negative budget is refused
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        pv.train_estimators(tiny, robust, steps=1, progress=False, init_from=tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="adversarial_l2"):
+        pv.train_estimators(tiny, robust, steps=1, progress=False, adversarial_l2=-1.0)
+
+
 def test_train_arcface_and_vgg_then_load(tiny, tmp_path):
     ra = pv.train_arcface(tiny, tmp_path, progress=False)
     rv = pv.train_perceptual_vgg(tiny, tmp_path, progress=False)
