@@ -474,6 +474,16 @@ class IdentityLoss(_FrozenNetsLoss):
 
 
 # ------------------------------------------------------------------------------------- cross-modal
+class SourceL1Loss(nn.Module):
+    """Not in the paper: mean |generated − I_ref| per value. DiffusionCLIP fine-tunes with this L1 to the
+    source (weight 1 beside CLIP 3); it pins every pixel the edit has no reason to move, which the guides'
+    gradients alone do not (docs/errata.md, "Robust guides"). Weighted by ``LossWeights.lambda_l1_source``."""
+
+    def forward(self, generated: Tensor, reference: Tensor) -> LossTerms:
+        reference = _check_images(reference, "reference", generated.shape[0])
+        return LossTerms({"loss": (generated - reference).abs().mean()})
+
+
 class CrossModalLoss(nn.Module):
     """weight * mean_b sum_{unordered {m, n}, both present} (1 - cos(f'_m, f'_n))."""
 
@@ -539,6 +549,7 @@ class LossWeights:
     age_sigma: float = 10.0  # years per unit of the reconstructed L_Age (not in the paper)
     age_feature_weight: float = 0.0  # weight of the optional 1 - cos(AgeEst_feat, f_Age) term (off)
     emo_va_weight: float = 1.0  # weight of the valence-arousal MSE inside the reconstructed L_Emo
+    lambda_l1_source: float = 0.0  # not in the paper: weight of SourceL1Loss (0: the term is not computed)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -588,6 +599,7 @@ class TotalLoss(nn.Module):
             arcface, vgg, w.arcface_weight, w.perceptual_weight, layer_weights=dict(w.vgg_layer_weights)
         )
         self.cross_modal_loss = CrossModalLoss(weight=1.0)
+        self.l1_source_loss = SourceL1Loss()
 
     def forward(
         self,
@@ -610,7 +622,8 @@ class TotalLoss(nn.Module):
         """All terms as ``"<module>/<term>"`` plus ``"loss"``; ``.absent`` names skipped modules / terms.
 
         Modules: clip (needs target_text), av (av_final), age (age_target or age_feature), emo (any emotion
-        input), id (reference), cross_modal (>= 2 present modality_features, e.g. FusionOutput.normalized).
+        input), id (reference), l1_source (reference; only when its weight > 0), cross_modal (>= 2 present
+        modality_features, e.g. FusionOutput.normalized).
         """
         _check_images(generated, "generated")
         w = self.weights
@@ -632,6 +645,9 @@ class TotalLoss(nn.Module):
         plan("emo", w.lambda_emo, has_emo, lambda: self.emo_loss(
             generated, emotion_target, valence_arousal, emotion_feature, reference, nu))
         plan("id", w.lambda_id, reference is not None, lambda: self.id_loss(generated, reference))
+        if w.lambda_l1_source > 0:  # off (the paper): not planned at all, so the terms stay as they were
+            plan("l1_source", w.lambda_l1_source, reference is not None,
+                 lambda: self.l1_source_loss(generated, reference))
         n_modal = 0 if modality_features is None else sum(v is not None for v in modality_features.values())
         plan("cross_modal", w.lambda_cross_modal, n_modal >= 2,
              lambda: self.cross_modal_loss(modality_features, modality_present))

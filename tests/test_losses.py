@@ -388,6 +388,41 @@ def test_total_is_the_weighted_sum_and_reports_absent():
         total(GEN)
 
 
+def test_source_l1_term_is_off_by_default_and_weighted_when_on():
+    from dataclasses import replace
+
+    kw = dict(reference=REF, target_text=["e1"], age_target=70.0)
+    off = _total()(GEN, **kw)
+    assert not any(k.startswith("l1_source") for k in off) and "l1_source" not in off.absent
+    on = TotalLoss(FakeClip(), FakeArcface(), FakeVgg(), FakeAgeEst(), FakeEmoEst(),
+                   replace(LossWeights(), lambda_l1_source=2.0))(GEN, **kw)
+    l1 = (GEN - REF).abs().mean().item()
+    assert l1 > 0 and on["l1_source/loss"].item() == pytest.approx(l1)
+    assert on["loss"].item() == pytest.approx(off["loss"].item() + 2.0 * l1)
+    # without a reference there is nothing to stay close to: skipped and listed
+    assert "l1_source" in TotalLoss(FakeClip(), FakeArcface(), FakeVgg(), FakeAgeEst(), FakeEmoEst(),
+                                    replace(LossWeights(), lambda_l1_source=2.0))(GEN, target_text=["e1"]).absent
+    with pytest.raises(ValueError, match="lambda_l1_source"):
+        replace(LossWeights(), lambda_l1_source=-1.0)
+
+
+def test_a_profile_setting_added_later_keeps_old_fingerprints_at_its_default():
+    import dataclasses
+
+    from cff_lib.config import load_profile
+
+    toy = load_profile("toy")
+    assert toy.loss.lambda_l1_source == 0.0
+    assert LossWeights.from_config(toy.loss).lambda_l1_source == 0.0
+    moved = dataclasses.replace(toy, loss=dataclasses.replace(toy.loss, lambda_l1_source=1.0))
+    assert moved.fingerprint() != toy.fingerprint()
+    # the shipped toy model was trained before the setting existed and still matches its profile
+    from cff_lib.provenance import REPO_ROOT
+    from cff_lib.weights import read_record
+
+    assert read_record(REPO_ROOT / "weights/synthetic/clipfacefusion").fingerprint == toy.fingerprint()
+
+
 def test_loss_weights_from_profiles_and_validation():
     from cff_lib.config import load_profile
 
