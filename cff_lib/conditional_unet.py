@@ -29,6 +29,7 @@ not the UNet (diffusers' pipelines would fail on it with "class_labels should be
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -254,6 +256,30 @@ def _paper_alphas_cumprod() -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- model
+class BottleneckAdapter(nn.Module):
+    """A residual edit of the UNet's bottleneck ("h-space", Asyrp: Kwon et al. 2023) driven by c.
+
+    Δh = W_up SiLU(W_down GroupNorm(h) + W_c c), added to the middle block's output h (B, C, h, w). W_up
+    starts at zero, so an untrained adapter changes nothing; with ``c=None`` the adapter is not applied at
+    all. The backbone stays frozen under ``trainable: adapter``: the edit can only move what the bottleneck
+    encodes (pose, expression, age: coarse semantics) and decodes through the pretrained prior, which keeps
+    the guides' gradients from painting pixel noise (docs/errata.md, "Robust guides").
+    """
+
+    def __init__(self, channels: int, cond_dim: int, rank: int = 64):
+        super().__init__()
+        self.norm = nn.GroupNorm(min(32, channels), channels)
+        self.down = nn.Conv2d(channels, rank, 1)
+        self.cond = nn.Linear(cond_dim, rank)
+        self.up = nn.Conv2d(rank, channels, 1)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        z = self.down(self.norm(h)) + self.cond(c.to(h.dtype))[:, :, None, None]  # (B, rank, h, w)
+        return h + self.up(F.silu(z))  # (B, C, h, w)
+
+
 class ConditionalUNet(nn.Module):
     """ε_θ(x_t, t, c): ``unet`` with c added to its timestep embedding through a zero-initialised projection.
 
@@ -283,6 +309,30 @@ class ConditionalUNet(nn.Module):
         nn.init.zeros_(self.cond_proj.bias)
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
+        self.adapter: BottleneckAdapter | None = None  # add_adapter(); only under trainable "adapter"
+        self._adapter_c: torch.Tensor | None = None  # c of the call in progress, read by the mid-block hook
+
+    def add_adapter(self, rank: int = 64) -> BottleneckAdapter:
+        """Attach a zero-initialised :class:`BottleneckAdapter` to the middle block (once); returns it."""
+        if self.adapter is None:
+            self.adapter = BottleneckAdapter(self.unet.config.block_out_channels[-1], self.cond_dim, rank)
+            self.unet.mid_block.register_forward_hook(self._apply_adapter)
+        return self.adapter
+
+    def plain_unet_copy(self) -> nn.Module:
+        """A deep copy of the wrapped UNet without the adapter's hook (the plain backbone, as loaded)."""
+        hooks = self.unet.mid_block._forward_hooks
+        saved = dict(hooks)
+        hooks.clear()  # the hook is bound to this wrapper: copying it would copy the whole wrapper along
+        try:
+            return copy.deepcopy(self.unet)
+        finally:
+            hooks.update(saved)
+
+    def _apply_adapter(self, _module, _inputs, h):
+        if self.adapter is None or self._adapter_c is None:
+            return h
+        return self.adapter(h, self._adapter_c.expand(h.shape[0], -1))
 
     # conveniences the samplers read
     @property
@@ -317,7 +367,11 @@ class ConditionalUNet(nn.Module):
                 raise ValueError(f"c must have shape ({batch}, {self.cond_dim}), got {tuple(c.shape)}")
             cond_emb = self.cond_proj(c.to(self.cond_proj.weight.dtype))  # (B, time_embed_dim)
             cond_emb = cond_emb.expand(batch, -1)
-        return self.unet(x_t, t, class_labels=cond_emb).sample
+        self._adapter_c = c  # read by the adapter's hook on the middle block (None: not applied)
+        try:
+            return self.unet(x_t, t, class_labels=cond_emb).sample
+        finally:
+            self._adapter_c = None
 
     # ------------------------------------------------------------------------------------------- I/O
     def save_pretrained(self, path: str | os.PathLike) -> None:

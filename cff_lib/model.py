@@ -29,7 +29,8 @@ L_Total is the sample-weighted mean of the groups' losses (so a batch mean over 
 What trains (``profile.model.trainable``): ``"fusion"`` = the encoders' α, β and numeric age embedding, the AV
 alignment (W_A, b_A, η, γ), the fusion (Eqs. 10-12), the conditioning vector's "no reference" embeddings,
 ν of L_Emo,reg and the UNet's zero-initialised c projection; ``"fusion+unet"`` adds the whole UNet;
-``"adapter"`` is not implemented (NotImplementedError). CLIP, Wav2Vec2, the audio emotion head, ArcFace,
+``"adapter"`` adds a zero-initialised bottleneck adapter driven by c (``conditional_unet.BottleneckAdapter``)
+and keeps the backbone frozen. CLIP, Wav2Vec2, the audio emotion head, ArcFace,
 VGG and the age/emotion estimators are always frozen (they are the losses' judges).
 
 Backend weights live in ``profile.model.weights_dir``: the synthetic world's as notebooks/02 writes them
@@ -40,7 +41,6 @@ silently be loaded onto other backends).
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -117,7 +117,8 @@ SYNTHETIC_FILES: dict[str, str] = {
 # parts each trainable mode updates: attribute paths on ClipFaceFusion
 _FUSION_PARTS = ("encoders.multimodal.age_embedding", "encoders.multimodal.alpha", "encoders.multimodal.beta",
                  "av", "fusion", "conditioning", "nu", "unet.cond_proj")
-_TRAINABLE_PARTS = {"fusion": _FUSION_PARTS, "fusion+unet": _FUSION_PARTS + ("unet.unet",)}
+_TRAINABLE_PARTS = {"fusion": _FUSION_PARTS, "fusion+unet": _FUSION_PARTS + ("unet.unet",),
+                    "adapter": _FUSION_PARTS + ("unet.adapter",)}
 
 
 # ------------------------------------------------------------------------------------------ weights on disk
@@ -227,8 +228,7 @@ class ClipFaceFusion(nn.Module):
         if mode not in TRAINABLE_MODES:
             raise ValueError(f"trainable={mode!r} must be one of {TRAINABLE_MODES}")
         if mode == "adapter":
-            raise NotImplementedError("trainable='adapter' is not implemented; use 'fusion' (the default) or "
-                                      "'fusion+unet' in the profile's model.trainable")
+            self.unet.add_adapter()  # zero-initialised: the model still edits exactly as before training
         if "unet.unet" in _TRAINABLE_PARTS[mode] and self._pretrained_unet is None:
             # the backbone is about to be fine-tuned: keep the pretrained weights the baselines run on
             self._pretrained_unet = {k: v.detach().cpu().clone() for k, v in self.unet.unet.state_dict().items()}
@@ -244,7 +244,7 @@ class ClipFaceFusion(nn.Module):
         Under ``trainable='fusion'`` that is the model's own frozen UNet; under ``'fusion+unet'`` the weights
         kept when the backbone became trainable (``load_trained`` does not touch that copy).
         """
-        plain = copy.deepcopy(self.unet.unet)
+        plain = self.unet.plain_unet_copy()
         if self._pretrained_unet is not None:
             plain.load_state_dict(self._pretrained_unet)
         return plain.requires_grad_(False).eval()
@@ -658,9 +658,6 @@ def build_model(profile, weights_dir: str | os.PathLike | None = None, *, allow_
     not loaded here: see :func:`load_trained_model`.
     """
     root = weights_root(profile, weights_dir)
-    if profile.model.trainable == "adapter":
-        raise NotImplementedError("profile model.trainable='adapter' is not implemented; use 'fusion' or "
-                                  "'fusion+unet'")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(profile.train.seed)
         if profile.model.backend == "synthetic":

@@ -47,11 +47,35 @@ def test_missing_backend_weights_name_the_files_and_notebook(tmp_path):
         build_model(small_profile(), tmp_path)
 
 
-def test_adapter_is_not_implemented(tmp_path):
+def test_adapter_starts_as_a_no_op_trains_alone_and_never_touches_the_reconstruction(pristine, tmp_path):
     p = small_profile()
     p = dataclasses.replace(p, model=dataclasses.replace(p.model, trainable="adapter"))
-    with pytest.raises(NotImplementedError, match="adapter"):
-        build_model(p, tmp_path, allow_untrained=True)
+    model = build_model(p, tmp_path, allow_untrained=True, unet_config=tiny_unet_config(32))
+    batch = _conditions()
+    plain = copy.deepcopy(pristine)
+    with torch.no_grad():  # the same c projection in both, so only the adapter differs
+        plain.unet.cond_proj.weight.normal_(0, 1e-2, generator=torch.Generator().manual_seed(3))
+        model.unet.cond_proj.weight.copy_(plain.unet.cond_proj.weight)
+    # zero-initialised: the edit equals the same model without an adapter, bit for bit
+    assert torch.equal(model.edit(batch["image"], batch, t0=20, steps=2),
+                       plain.edit(batch["image"], batch, t0=20, steps=2))
+    recon = model.edit(batch["image"], None, t0=20, steps=2)
+    names = {n for n, q in model.named_parameters() if q.requires_grad}
+    assert any(n.startswith("unet.adapter.") for n in names) and not any(n.startswith("unet.unet.") for n in names)
+    with torch.no_grad():
+        model.unet.adapter.up.weight.normal_(0, 0.5)
+    assert not torch.equal(model.edit(batch["image"], batch, t0=20, steps=2),
+                           plain.edit(batch["image"], batch, t0=20, steps=2))  # the adapter acts on c
+    assert torch.equal(model.edit(batch["image"], None, t0=20, steps=2), recon)  # c = None: never applied
+    assert not model.fine_tunes_unet  # the baselines keep running on the same backbone
+    backbone = model.pretrained_unet()
+    assert not backbone.mid_block._forward_hooks and len(model.unet.unet.mid_block._forward_hooks) == 1
+    path = model.save_trained(tmp_path / MODEL_FILE)
+    fresh = build_model(p, tmp_path, allow_untrained=True, unet_config=tiny_unet_config(32))
+    fresh.load_trained(path)
+    assert torch.equal(fresh.unet.adapter.up.weight, model.unet.adapter.up.weight)
+    with pytest.raises(ValueError, match="trainable='adapter'"):
+        copy.deepcopy(pristine).load_trained(path, check_backends=False)
 
 
 def test_condition_masks_absent_modalities_per_sample(pristine):
@@ -68,13 +92,15 @@ def test_condition_masks_absent_modalities_per_sample(pristine):
     assert (att["AV"][[1, 2]] == 0).all() and (att["Age"][[1, 3]] == 0).all()
 
 
-@pytest.mark.parametrize("mode", ["fusion", "fusion+unet"])
+@pytest.mark.parametrize("mode", ["fusion", "fusion+unet", "adapter"])
 def test_gradients_reach_trainable_parts_and_not_frozen_ones(pristine, mode):
     model = copy.deepcopy(pristine)
     model.set_trainable(mode)
     model.train()
     with torch.no_grad():  # as after a first optimizer step: the zero-initialised projection has moved
         model.unet.cond_proj.weight.normal_(0, 1e-2)
+        if mode == "adapter":
+            model.unet.adapter.up.weight.normal_(0, 1e-2)
     terms, _ = model(_conditions(), t0=20, n_inv_steps=2, n_gen_steps=2)
     terms["loss"].backward()
     frozen_with_grad = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
@@ -82,6 +108,7 @@ def test_gradients_reach_trainable_parts_and_not_frozen_ones(pristine, mode):
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert not any(n.startswith(("encoders.multimodal.clip", "encoders.arcface", "encoders.vgg")) for n in trainable)
     assert any(n.startswith("unet.unet.") for n in trainable) == (mode == "fusion+unet")
+    assert any(n.startswith("unet.adapter.") for n in trainable) == (mode == "adapter")
     # the "no reference" embeddings only act when a sample has no I_ref; every face here has one
     silent = {"conditioning.null_identity", "conditioning.null_appearance"}
     no_grad = [n for n, p in trainable.items() if n not in silent
