@@ -15,3 +15,26 @@ def random_referees(image_size: int = 32, threshold: float = 0.5):
     cfg = r.referee_config(image_size)
     return r.Referees(r.AttributeReferee(cfg).freeze(), r.IdentityReferee(cfg).freeze(),
                       r.TextImageReferee(cfg).freeze(), threshold, "random (tests)")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture()
+def network_attempts(monkeypatch):
+    """Every attempt to open a network connection while the test runs, as a list of addresses (none is
+    made: each attempt raises OSError). "Missing weights fail fast" means: they fail without touching
+    the network; how fast is measured by bench/bench_fail_fast.py, never asserted in a test."""
+    import socket
+
+    attempts: list = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[1] if len(args) > 1 else args[0] if args else kwargs)
+        raise OSError("network access is not allowed in tests (conftest.network_attempts)")
+
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: refuse(self, address))
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, address: refuse(self, address))
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(address))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: refuse(host))
+    return attempts

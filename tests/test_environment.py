@@ -64,3 +64,13 @@ def test_offline_model_hub_fails_fast():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.startswith("failed"), out.stderr[-2000:]
     assert float(out.stdout.split()[1]) < 30
+
+
+def test_the_network_guard_sees_a_download_attempt(network_attempts):
+    import urllib.request
+
+    import pytest
+
+    with pytest.raises(OSError):
+        urllib.request.urlopen("http://example.invalid/weights.bin", timeout=1)
+    assert network_attempts  # the guard the "fail fast" tests rely on can fail

@@ -1,5 +1,4 @@
 """Age and emotion estimators (AgeEst, EmoEst) used frozen inside the consistency losses."""
-import time
 
 import pytest
 import torch
@@ -87,11 +86,10 @@ def test_pretrained_slot_reads_the_larger_config_from_the_file(tmp_path):
     assert big.config.widths == (64, 128, 256, 512) and big.config.input_size == 112
 
 
-def test_pretrained_without_weights_fails_fast_naming_the_file(tmp_path):
-    t = time.perf_counter()
+def test_pretrained_without_weights_fails_fast_naming_the_file(tmp_path, network_attempts):
     with pytest.raises(FileNotFoundError, match=AGE_FILE):
         create_age_estimator("pretrained", None)
     with pytest.raises(FileNotFoundError, match=EMOTION_FILE):
         create_emotion_estimator("pretrained", tmp_path / "absent.safetensors")
-    assert time.perf_counter() - t < 5
+    assert network_attempts == []
     assert isinstance(create_emotion_estimator("pretrained", None, allow_untrained=True), EmotionEstimator)

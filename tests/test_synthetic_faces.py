@@ -1,7 +1,6 @@
 import dataclasses
 import io
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -122,15 +121,6 @@ def test_identity_stable_across_age_and_emotion():
         same.append(np.abs(x - _px(FaceAttributes(idn, 45, "sad"), 32)).mean())
         other.append(np.abs(x - _px(FaceAttributes(ids[(i + 1) % len(ids)], 30, "happy"), 32)).mean())
     assert np.median(same) < np.median(other)
-
-
-def test_render_speed():
-    ids = _ids(10)
-    attrs = [FaceAttributes(ids[i % 10], 16 + i % 80, EMOTIONS[i % 8], 0.7) for i in range(100)]
-    t = time.perf_counter()
-    for i, a in enumerate(attrs):
-        render_face(a, 64, variation_seed=i)
-    assert time.perf_counter() - t < 2.0  # >= 50 faces/s even on a busy shared core (~600/s idle)
 
 
 def test_variation_keeps_face_centred():
