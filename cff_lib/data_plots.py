@@ -13,7 +13,7 @@ from cff_lib.manifests import DATASETS, Manifest
 from cff_lib.preprocessing import load_audio, load_image
 
 
-def sample_grid(root: Path, composite, n: int = 16, size: int = 64):
+def dataset_sample_grid(root: Path, composite, n: int = 16, size: int = 64):
     """Faces of the first ``n`` composite training rows with an image, titled with their target caption."""
     rows = [s for s in composite.split("train") if s.image][:n]
     if not rows:

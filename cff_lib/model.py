@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cff_lib import ddim
@@ -691,12 +690,6 @@ def load_trained_model(profile, weights_dir: str | os.PathLike | None = None, *,
     return model.eval()
 
 
-def identity_similarity(model: ClipFaceFusion, a: Tensor, b: Tensor) -> Tensor:
-    """(B,) ArcFace cosine between image batches ``a`` and ``b``."""
-    with torch.no_grad():
-        return F.cosine_similarity(model.encoders.arcface(a), model.encoders.arcface(b), dim=-1)
-
-
 __all__ = ["ClipFaceFusion", "Condition", "ConditionInputs", "MODEL_FILE", "PRETRAINED_FILES", "SYNTHETIC_FILES",
-           "build_model", "identity_similarity", "load_trained_model", "locate_pretrained", "read_checkpoint",
+           "build_model", "load_trained_model", "locate_pretrained", "read_checkpoint",
            "weights_root"]

@@ -402,7 +402,7 @@ def train_estimators(profile, out_dir, *, steps: int | None = None, progress: bo
     if init_from is None:
         age_net, emo_net = AgeEstimator(cfg).train(), EmotionEstimator(cfg).train()
     else:
-        start = weight_paths(init_from)
+        start = vision_weight_files(init_from)
         age_net = create_age_estimator("synthetic", verified_path(start["age"])).unfreeze().train()
         emo_net = create_emotion_estimator("synthetic", verified_path(start["emotion"])).unfreeze().train()
 
@@ -549,7 +549,7 @@ def train_perceptual_vgg(profile, out_dir, *, steps: int | None = None, progress
 
 # ------------------------------------------------------------------------------------------ evaluation
 @dataclass(frozen=True)
-class Evaluation:
+class HeldoutScores:
     """Held-out metrics of one model on one bank, plus the raw arrays the notebook's figures need."""
 
     metrics: dict  # name -> float
@@ -569,7 +569,7 @@ def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], bank: FaceBank, chunk: 
 
 
 @torch.no_grad()
-def evaluate_clip(clip, bank: FaceBank) -> Evaluation:
+def evaluate_clip(clip, bank: FaceBank) -> HeldoutScores:
     """Text->image retrieval over the bank (every image's caption queries all images of the bank).
 
     ``t2i_top1``: the top image fits the caption (same emotion and gender, age within AGE_TOLERANCE);
@@ -591,11 +591,11 @@ def evaluate_clip(clip, bank: FaceBank) -> Evaluation:
                "t2i_top1_chance": float(fits.float().mean()),
                "t2i_top1_exact": float((top == torch.arange(len(bank))).float().mean()),
                "zero_shot_emotion_acc": float((zs == bank.emotion).float().mean())}
-    return Evaluation(metrics, {"similarity": sim.numpy(), "top": top.numpy(), "captions": np.array(caps)})
+    return HeldoutScores(metrics, {"similarity": sim.numpy(), "top": top.numpy(), "captions": np.array(caps)})
 
 
 @torch.no_grad()
-def evaluate_estimators(age_net, emo_net, bank: FaceBank) -> Evaluation:
+def evaluate_estimators(age_net, emo_net, bank: FaceBank) -> HeldoutScores:
     """Age MAE (years), emotion accuracy, per-class accuracy, valence/arousal MAE and the confusion matrix."""
     ages = _chunked(lambda x: age_net(x).age, bank)
     logits = _chunked(lambda x: emo_net(x).logits, bank)
@@ -610,11 +610,11 @@ def evaluate_estimators(age_net, emo_net, bank: FaceBank) -> Evaluation:
         n = conf[k].sum()
         if n:
             metrics[f"emotion_accuracy_{e}"] = float(conf[k, k] / n)
-    return Evaluation(metrics, {"age_true": bank.age.numpy(), "age_pred": ages.numpy(), "confusion": conf,
+    return HeldoutScores(metrics, {"age_true": bank.age.numpy(), "age_pred": ages.numpy(), "confusion": conf,
                                 "emotion_true": bank.emotion.numpy(), "emotion_pred": pred.numpy()})
 
 
-def verification(embeddings: torch.Tensor, identity: torch.Tensor, far: float = FAR) -> Evaluation:
+def verification(embeddings: torch.Tensor, identity: torch.Tensor, far: float = FAR) -> HeldoutScores:
     """Verification over all pairs of a bank: genuine = same identity, impostor = different identities.
 
     ``tar_at_far``: share of genuine pairs accepted at the threshold that accepts ``far`` of the impostors;
@@ -641,17 +641,17 @@ def verification(embeddings: torch.Tensor, identity: torch.Tensor, far: float = 
     metrics = {"tar_at_far": tar, "accuracy_at_far": 0.5 * (tar + 1.0 - far_actual), "threshold": thr,
                "eer": float(0.5 * (fpr[eer_i] + 1 - tpr[eer_i])), "auc": float(np.trapezoid(tpr, fpr)),
                "n_genuine": float(len(gen)), "n_impostor": float(len(imp))}
-    return Evaluation(metrics, {"fpr": fpr, "tpr": tpr, "genuine": gen, "impostor": imp})
+    return HeldoutScores(metrics, {"fpr": fpr, "tpr": tpr, "genuine": gen, "impostor": imp})
 
 
 @torch.no_grad()
-def evaluate_identity(arcface, bank: FaceBank, far: float = FAR) -> Evaluation:
+def evaluate_identity(arcface, bank: FaceBank, far: float = FAR) -> HeldoutScores:
     """ArcFace verification on a bank of held-out identities (see :func:`verification`)."""
     return verification(_chunked(arcface, bank), bank.identity, far)
 
 
 @torch.no_grad()
-def evaluate_vgg(net: VGGMultiTask, bank: FaceBank, far: float = FAR) -> Evaluation:
+def evaluate_vgg(net: VGGMultiTask, bank: FaceBank, far: float = FAR) -> HeldoutScores:
     """The multi-task VGG's held-out emotion accuracy and age MAE (its training heads) and the verification
     TAR of its pooled features -- evidence that the perceptual features encode faces."""
     h = _chunked(net.pooled, bank)
@@ -660,7 +660,7 @@ def evaluate_vgg(net: VGGMultiTask, bank: FaceBank, far: float = FAR) -> Evaluat
     ver = verification(h, bank.identity, far)
     metrics = {"emotion_accuracy": float((emo == bank.emotion).float().mean()),
                "age_mae": float((age - bank.age).abs().mean()), "tar_at_far": ver.metrics["tar_at_far"]}
-    return Evaluation(metrics, ver.details)
+    return HeldoutScores(metrics, ver.details)
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -675,16 +675,16 @@ class VisionModels:
     vgg: object  # cff_lib.vgg_perceptual.PerceptualVGG
 
 
-def weight_paths(out_dir) -> dict[str, Path]:
+def vision_weight_files(out_dir) -> dict[str, Path]:
     """create_encoders weight key -> safetensors path in ``out_dir``."""
     return {k: Path(out_dir) / f"{stem}.safetensors" for k, stem in FILES.items()}
 
 
-def missing_weights(out_dir) -> list[str]:
+def missing_vision_weights(out_dir) -> list[str]:
     """Keys of FILES whose safetensors or provenance record is absent from ``out_dir``."""
     from cff_lib.weights import weight_paths as _pair
 
-    return [k for k, p in weight_paths(out_dir).items() if not all(q.is_file() for q in _pair(p))]
+    return [k for k, p in vision_weight_files(out_dir).items() if not all(q.is_file() for q in _pair(p))]
 
 
 def load_vision_models(out_dir) -> VisionModels:
@@ -694,7 +694,7 @@ def load_vision_models(out_dir) -> VisionModels:
     from cff_lib.estimators import create_age_estimator, create_emotion_estimator
     from cff_lib.vgg_perceptual import create_vgg
 
-    p = {k: verified_path(v) for k, v in weight_paths(out_dir).items()}
+    p = {k: verified_path(v) for k, v in vision_weight_files(out_dir).items()}
     models = VisionModels(create_clip("synthetic", p["clip"]), create_age_estimator("synthetic", p["age"]),
                           create_emotion_estimator("synthetic", p["emotion"]),
                           create_arcface("synthetic", p["arcface"]), create_vgg("synthetic", p["vgg"]))
@@ -724,7 +724,8 @@ def recorded_loss_curves(out_dir) -> dict[str, list[float]]:
     from cff_lib.weights import read_record
 
     names = {"clip": "clip", "estimators": "age", "arcface": "arcface", "vgg": "vgg"}
-    return {k: list(read_record(weight_paths(out_dir)[v]).config.get("loss_curve", [])) for k, v in names.items()}
+    files = vision_weight_files(out_dir)
+    return {k: list(read_record(files[v]).config.get("loss_curve", [])) for k, v in names.items()}
 
 
 def with_steps(scale: VisionScale, steps: int) -> VisionScale:
@@ -742,7 +743,7 @@ def ensure_vision_models(profile, out_dir, *, retrain: bool = False, progress: b
                          ) -> tuple[VisionModels, dict[str, PretrainReport]]:
     """Train (and write with provenance) when ``retrain`` or any weight file is missing; then verify every
     file's sha256 and load. Returns the models and the training reports (empty when nothing was trained)."""
-    reports = train_all(profile, out_dir, progress=progress) if retrain or missing_weights(out_dir) else {}
+    reports = train_all(profile, out_dir, progress=progress) if retrain or missing_vision_weights(out_dir) else {}
     from cff_lib.weights import verify_weights
 
     problems = verify_weights(out_dir, expected=tuple(FILES.values()))
@@ -752,13 +753,13 @@ def ensure_vision_models(profile, out_dir, *, retrain: bool = False, progress: b
 
 
 @torch.no_grad()
-def evaluate_all(models: VisionModels, banks: dict[str, FaceBank]) -> dict[str, dict[str, Evaluation]]:
-    """Every held-out evaluation: ``{"clip"|"estimators"|"arcface"|"vgg": {bank key: Evaluation}}``.
+def evaluate_all(models: VisionModels, banks: dict[str, FaceBank]) -> dict[str, dict[str, HeldoutScores]]:
+    """Every held-out evaluation: ``{"clip"|"estimators"|"arcface"|"vgg": {bank key: HeldoutScores}}``.
     The VGG row is the verification of its pooled relu3_3/relu4_3 features (its training heads are not kept)."""
     def vgg_embed(x):
         return torch.cat([m.mean(dim=(2, 3)) for m in models.vgg(x).values()], dim=1)
 
-    out: dict[str, dict[str, Evaluation]] = {"clip": {}, "estimators": {}, "arcface": {}, "vgg": {}}
+    out: dict[str, dict[str, HeldoutScores]] = {"clip": {}, "estimators": {}, "arcface": {}, "vgg": {}}
     for key, bank in banks.items():
         out["clip"][key] = evaluate_clip(models.clip, bank)
         out["estimators"][key] = evaluate_estimators(models.age, models.emotion, bank)
@@ -782,7 +783,7 @@ _TABLE_ROWS = (  # (model label, evaluation key, metric, shown name)
 )
 
 
-def metrics_table(evals: dict[str, dict[str, Evaluation]], extra: dict[str, dict[str, float]] | None = None):
+def metrics_table(evals: dict[str, dict[str, HeldoutScores]], extra: dict[str, dict[str, float]] | None = None):
     """A DataFrame: model, metric, one column per bank, target. ``extra``: {model: {metric: value}} rows
     measured on another held-out set (e.g. the audio encoder's held-out speakers), in their own column."""
     import pandas as pd
@@ -810,7 +811,7 @@ def _bank_labels(banks: Sequence[str]) -> list[str]:
     return [names.get(b, b) for b in banks]
 
 
-def failing_classes(evals: dict[str, dict[str, Evaluation]], bank: str = "clean", below: float = 0.95) -> dict:
+def failing_classes(evals: dict[str, dict[str, HeldoutScores]], bank: str = "clean", below: float = 0.95) -> dict:
     """Emotion classes whose held-out accuracy is under ``below`` (what to report if a target is missed)."""
     m = evals["estimators"][bank].metrics
     return {e: m[f"emotion_accuracy_{e}"] for e in EMOTIONS
@@ -844,7 +845,7 @@ def plot_clip_retrieval(clip, bank: FaceBank, n_queries: int = 6, k: int = 4, se
     return fig
 
 
-def plot_age_scatter(evals: dict[str, dict[str, Evaluation]]):
+def plot_age_scatter(evals: dict[str, dict[str, HeldoutScores]]):
     """True vs estimated age for each held-out bank."""
     import matplotlib.pyplot as plt
 
@@ -860,7 +861,7 @@ def plot_age_scatter(evals: dict[str, dict[str, Evaluation]]):
     return fig
 
 
-def plot_emotion_confusion(evals: dict[str, dict[str, Evaluation]]):
+def plot_emotion_confusion(evals: dict[str, dict[str, HeldoutScores]]):
     """Row-normalised emotion confusion matrices (seaborn heatmaps), one per held-out bank."""
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -880,7 +881,7 @@ def plot_emotion_confusion(evals: dict[str, dict[str, Evaluation]]):
     return fig
 
 
-def plot_identity_roc(evals: dict[str, dict[str, Evaluation]], far: float = FAR):
+def plot_identity_roc(evals: dict[str, dict[str, HeldoutScores]], far: float = FAR):
     """Verification ROC of ArcFace and of the VGG's pooled features on each held-out bank."""
     import matplotlib.pyplot as plt
 

@@ -236,7 +236,7 @@ def grid_batch(dataset: CompositeDataset, n: int) -> dict[str, Any] | None:
     return collate([dataset[i] for i in picks]) if picks else None
 
 
-def sample_grid(model: ClipFaceFusion, batch: Mapping[str, Any], profile, path: str | os.PathLike) -> Path:
+def edit_sample_grid(model: ClipFaceFusion, batch: Mapping[str, Any], profile, path: str | os.PathLike) -> Path:
     """Rows: source faces, their unconditioned reconstructions, their edits toward the row's targets and
     pure generations from x_T ~ N(0, I) (seeded by ``train.ddim_seed``) under the same conditions."""
     d = profile.ddim
@@ -367,7 +367,7 @@ def train(profile, out_dir: str | os.PathLike, *, max_steps: int | None = None, 
         if step % options.checkpoint_every == 0 or epoch_end or step == total or step == stop_after:
             last_good = checkpoint()
         if (epoch_end or step == total) and grid_rows is not None and accelerator.is_main_process:
-            grids.append(str(sample_grid(core, grid_rows, profile,
+            grids.append(str(edit_sample_grid(core, grid_rows, profile,
                                          out_dir / SAMPLES_DIR / f"epoch-{math.ceil(epoch):03d}.png")))
         if stop_after is not None and step >= stop_after:
             break  # as an interruption would: the checkpoint above holds everything a resume needs

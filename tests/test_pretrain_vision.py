@@ -96,10 +96,10 @@ def test_train_arcface_and_vgg_then_load(tiny, tmp_path):
     rv = pv.train_perceptual_vgg(tiny, tmp_path, progress=False)
     assert _falls(ra.losses) and _falls(rv.losses)
     assert ra.metrics["arcface_auc_clean"] > 0.5
-    assert sorted(pv.missing_weights(tmp_path)) == ["age", "clip", "emotion"]
+    assert sorted(pv.missing_vision_weights(tmp_path)) == ["age", "clip", "emotion"]
     pv.train_clip(tiny, tmp_path, steps=2, progress=False)
     pv.train_estimators(tiny, tmp_path, steps=2, progress=False)
-    assert pv.missing_weights(tmp_path) == [] and verify_weights(tmp_path) == []
+    assert pv.missing_vision_weights(tmp_path) == [] and verify_weights(tmp_path) == []
     models = pv.load_vision_models(tmp_path)
     assert models.arcface.frozen and models.vgg.channels["conv4_3"] == 128
     assert set(pv.recorded_loss_curves(tmp_path)) == set(pv.TRAINERS)
