@@ -55,6 +55,42 @@ def resolve_figures_dir(figures_dir: str) -> Path:
     return Path(figures_dir) if figures_dir else REPO_ROOT / "figures"
 
 
+@dataclass(frozen=True)
+class EvaluationSession:
+    """What notebooks 04-07 start from (:func:`open_evaluation_notebook`)."""
+
+    cfg: object  # the resolved profile (cff_lib.config.Profile)
+    stamp: object  # provenance stamp of this run (cff_lib.provenance.Stamp)
+    figures_root: Path  # the run's figures folder (the ``figures_dir`` parameter resolved)
+    out: Path  # this notebook's folder under it
+    model: object  # the trained ClipFaceFusion (cff_lib.model.load_trained_model)
+    baseline: object  # the text-only baseline (cff_lib.baselines.load_or_train_baseline)
+    baseline_info: dict  # how the baseline was obtained (loaded / trained, steps, record)
+    t_start: float  # time.perf_counter() when the session opened
+
+    def wall_time(self) -> str:
+        return f"notebook wall time {time.perf_counter() - self.t_start:.1f} s"
+
+
+def open_evaluation_notebook(profile: str, figures_dir: str, notebook: str) -> EvaluationSession:
+    """The one set-up of the evaluation notebooks (04-07): the profile, its stamp, the notebook's figure
+    folder, the trained model and the text-only baseline (trained first where the profile has none yet).
+    Prints the stamp and what was loaded, as every notebook's first output."""
+    from cff_lib.baselines import load_or_train_baseline
+    from cff_lib.model import load_trained_model
+
+    t_start = time.perf_counter()
+    cfg = load_profile(profile)
+    stamp = make_stamp(cfg)
+    root = resolve_figures_dir(figures_dir)
+    print(stamp.line())
+    model = load_trained_model(cfg)
+    baseline, info = load_or_train_baseline(model, cfg)
+    print("ClipFaceFusion trained parts:", model.untrained or "all backends trained")
+    print("text-only baseline:", {k: v for k, v in info.items() if k != "history"})
+    return EvaluationSession(cfg, stamp, root, root / notebook, model, baseline, info, t_start)
+
+
 def _check_kernel() -> None:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
