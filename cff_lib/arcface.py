@@ -65,6 +65,12 @@ IRESNET50 = IResNetConfig()
 IRESNET_SYNTHETIC = IResNetConfig(layers=(1, 1, 1, 1), widths=(16, 32, 64, 128))
 
 
+def synthetic_arcface_config(image_size: int) -> IResNetConfig:
+    """The synthetic world's ArcFace (what notebooks/02 trains): IResNet, one block per stage, widths
+    16-32-64-128, at the world's image size."""
+    return IResNetConfig(layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), input_size=max(16, image_size))
+
+
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
 

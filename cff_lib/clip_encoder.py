@@ -67,6 +67,14 @@ class ClipConfig:
     quick_gelu: bool = False  # QuickGELU activations (OpenAI's original weights)
 
 
+def synthetic_clip_config(image_size: int) -> ClipConfig:
+    """The synthetic world's CLIP (what notebooks/02 trains) at ``image_size``: a small ViT (patch = size/8,
+    width 128, 3 layers) and a narrow text tower (width 64, 2 layers) -- the 49408-token embedding is
+    vocab x text_width, so the text width sets the file size (64 -> ~13 MB)."""
+    return ClipConfig(image_size=image_size, patch_size=image_size // 8, vision_width=128, vision_layers=3,
+                      vision_head_width=32, context_length=32, text_width=64, text_heads=4, text_layers=2)
+
+
 class ClipEncoder(Freezable):
     """L2-normalised CLIP image and text features, (B, embed_dim), from [-1, 1] images and strings."""
 

@@ -66,6 +66,12 @@ SYNTHETIC_ESTIMATOR = EstimatorConfig()
 PRETRAINED_ESTIMATOR = EstimatorConfig(widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), input_size=112)
 
 
+def synthetic_estimator_config(image_size: int) -> EstimatorConfig:
+    """The synthetic world's AgeEst / EmoEst (what notebooks/02 trains): widths 16-32-64-128 at the world's
+    image size."""
+    return EstimatorConfig(widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), input_size=image_size)
+
+
 class _Block(nn.Module):
     """Pre-activation basic block: BN-ReLU-Conv3x3(stride)-BN-ReLU-Conv3x3 + shortcut."""
 

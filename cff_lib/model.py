@@ -574,11 +574,16 @@ def _synthetic_backends(root: Path, image_size: int, allow_untrained: bool
     """The synthetic world's backends from notebooks/02's files in ``root`` (random where absent and allowed)."""
     from diffusers import UNet2DModel
 
-    from cff_lib.arcface import ArcFace, IResNet, create_arcface
+    from cff_lib.arcface import ArcFace, IResNet, create_arcface, synthetic_arcface_config
     from cff_lib.audio_encoder import AudioEncoder, create_audio_emotion_head, create_audio_encoder
-    from cff_lib.clip_encoder import build_synthetic_clip, create_clip
-    from cff_lib.estimators import AgeEstimator, EmotionEstimator, create_age_estimator, create_emotion_estimator
-    from cff_lib.pretrain_vision import arcface_config, clip_config, estimator_config
+    from cff_lib.clip_encoder import build_synthetic_clip, create_clip, synthetic_clip_config
+    from cff_lib.estimators import (
+        AgeEstimator,
+        EmotionEstimator,
+        create_age_estimator,
+        create_emotion_estimator,
+        synthetic_estimator_config,
+    )
     from cff_lib.vgg_perceptual import create_vgg
     from cff_lib.weights import load_verified, sha256_file, verified_path
 
@@ -591,7 +596,7 @@ def _synthetic_backends(root: Path, image_size: int, allow_untrained: bool
     path = {k: (verified_path(root / f) if present[k] else None) for k, f in SYNTHETIC_FILES.items()}
     # random stand-ins take the architectures notebooks/02 trains (cff_lib.pretrain_vision)
     clip = (create_clip("synthetic", path["clip"]) if path["clip"] is not None
-            else build_synthetic_clip(clip_config(image_size)))
+            else build_synthetic_clip(synthetic_clip_config(image_size)))
     if path["audio"] is not None:
         from transformers import Wav2Vec2Config, Wav2Vec2Model
 
@@ -603,11 +608,11 @@ def _synthetic_backends(root: Path, image_size: int, allow_untrained: bool
         audio = create_audio_encoder("synthetic")
     mm = MultiModalEncoder(clip, audio, create_audio_emotion_head(path["audio_emotion"]), image_size=image_size)
     arcface = (create_arcface("synthetic", path["arcface"]) if path["arcface"] is not None
-               else ArcFace(IResNet(arcface_config(image_size)).eval()))
+               else ArcFace(IResNet(synthetic_arcface_config(image_size)).eval()))
     age = (create_age_estimator("synthetic", path["age"]) if path["age"] is not None
-           else AgeEstimator(estimator_config(image_size)).eval())
+           else AgeEstimator(synthetic_estimator_config(image_size)).eval())
     emotion = (create_emotion_estimator("synthetic", path["emotion"]) if path["emotion"] is not None
-               else EmotionEstimator(estimator_config(image_size)).eval())
+               else EmotionEstimator(synthetic_estimator_config(image_size)).eval())
     encoders = EncoderSet("synthetic", mm, arcface, create_vgg("synthetic", path["vgg"]), age, emotion,
                           untrained=tuple(k for k, ok in present.items() if not ok) + ("multimodal",))
     for m in (clip, audio, mm.audio_emotion, encoders.arcface, encoders.vgg, encoders.age, encoders.emotion):

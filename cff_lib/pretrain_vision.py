@@ -41,9 +41,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cff_lib.ages import AGE_MAX, AGE_MIN
+from cff_lib.arcface import synthetic_arcface_config
 from cff_lib.captions import caption_from_attributes, caption_variant
+from cff_lib.clip_encoder import synthetic_clip_config
 from cff_lib.emotions import EMOTIONS, valence_arousal
 from cff_lib.encoders import EMOTION_PROMPT
+from cff_lib.estimators import synthetic_estimator_config
 from cff_lib.weights import PretrainReport, save_weights, verified_path
 
 FILES = {"clip": "clip", "age": "age_estimator", "emotion": "emotion_estimator", "arcface": "arcface",
@@ -108,30 +111,6 @@ def scale_for(profile) -> VisionScale:
 
 
 # ------------------------------------------------------------------------------------------ architectures
-def clip_config(image_size: int):
-    """The synthetic CLIP's architecture at ``image_size``: a small ViT (patch = size/8, width 128, 3 layers)
-    and a narrow text tower (width 64, 2 layers) -- the 49408-token embedding is vocab x text_width, so the
-    text width sets the file size (64 -> ~13 MB)."""
-    from cff_lib.clip_encoder import ClipConfig
-
-    return ClipConfig(image_size=image_size, patch_size=image_size // 8, vision_width=128, vision_layers=3,
-                      vision_head_width=32, context_length=32, text_width=64, text_heads=4, text_layers=2)
-
-
-def estimator_config(image_size: int):
-    """AgeEst / EmoEst architecture: FaceAttributeCNN widths 16-32-64-128 at the world's image size."""
-    from cff_lib.estimators import EstimatorConfig
-
-    return EstimatorConfig(widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), input_size=image_size)
-
-
-def arcface_config(image_size: int):
-    """ArcFace architecture: IResNet, one block per stage, widths 16-32-64-128, at the world's image size."""
-    from cff_lib.arcface import IResNetConfig
-
-    return IResNetConfig(layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), input_size=max(16, image_size))
-
-
 # ------------------------------------------------------------------------------------------ face banks
 @dataclass(frozen=True)
 class FaceBank:
@@ -348,7 +327,7 @@ def train_clip(profile, out_dir, *, steps: int | None = None, progress: bool = T
     steps = _check_steps(steps, sc.clip_steps)
     bank = training_bank(profile, progress=progress)
     rng = _seed_all(profile, "clip")
-    clip = build_synthetic_clip(clip_config(profile.data.image_size)).train()
+    clip = build_synthetic_clip(synthetic_clip_config(profile.data.image_size)).train()
     loss_fn = ClipLoss()
 
     def step(_: int) -> torch.Tensor:
@@ -398,7 +377,7 @@ def train_estimators(profile, out_dir, *, steps: int | None = None, progress: bo
     bank = training_bank(profile, progress=progress)
     va = bank.valence_arousal()
     rng = _seed_all(profile, "estimators")
-    cfg = estimator_config(profile.data.image_size)
+    cfg = synthetic_estimator_config(profile.data.image_size)
     if init_from is None:
         age_net, emo_net = AgeEstimator(cfg).train(), EmotionEstimator(cfg).train()
     else:
@@ -462,7 +441,7 @@ def train_arcface(profile, out_dir, *, steps: int | None = None, progress: bool 
     steps = _check_steps(steps, sc.arcface_steps)
     bank = _multi_image_identities(training_bank(profile, progress=progress))
     rng = _seed_all(profile, "arcface")
-    arc = ArcFace(IResNet(arcface_config(profile.data.image_size))).unfreeze().train()
+    arc = ArcFace(IResNet(synthetic_arcface_config(profile.data.image_size))).unfreeze().train()
     head = ArcMarginProduct(512, bank.n_identities, s=32.0, m=0.5)
 
     def step(s: int) -> torch.Tensor:
