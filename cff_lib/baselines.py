@@ -78,9 +78,9 @@ class TextOnlyBaseline(nn.Module):
 
     @torch.no_grad()
     def edit(self, images: torch.Tensor, captions: Sequence[str], profile) -> torch.Tensor:
-        d = profile.ddim
-        c = self.condition(captions)
-        return ddim.edit(self.unet, images, c, d.t0, d.n_inv_steps, d.n_gen_steps, spacing=d.spacing).clamp(-1, 1)
+        edits = ddim.edit_variants(self.unet, images, {"edit": self.condition(captions)},
+                                   ddim.EditConfig.from_profile(profile))
+        return edits["edit"].clamp(-1, 1)
 
 
 def baseline_from_model(model) -> TextOnlyBaseline:
@@ -152,6 +152,7 @@ def train_baseline(baseline: TextOnlyBaseline, model, profile, options: Baseline
                    disable=not progress)
     k = profile.ddim.n_train_steps if options.train_ddim_steps is None else options.train_ddim_steps
     k = max(1, min(k, profile.ddim.n_gen_steps, profile.ddim.n_inv_steps))
+    chain = ddim.EditConfig.from_profile(profile, train_steps=k)  # the short training chain, full backprop
     params = [p for p in baseline.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=profile.train.learning_rate, weight_decay=profile.train.weight_decay)
     torch.manual_seed(profile.train.seed)
@@ -159,10 +160,8 @@ def train_baseline(baseline: TextOnlyBaseline, model, profile, options: Baseline
     history = []
     for step, batch in enumerate(batches):
         images = batch["image"].to(baseline.device)
-        with torch.no_grad():
-            x_t0 = ddim.invert(baseline.unet, images, None, profile.ddim.t0, k, spacing=profile.ddim.spacing)
         c = baseline.condition(batch["caption"])
-        gen = ddim.sample(baseline.unet, x_t0, c, profile.ddim.t0, k, spacing=profile.ddim.spacing).clamp(-1, 1)
+        gen = ddim.edit_variants(baseline.unet, images, {"edit": c}, chain)["edit"].clamp(-1, 1)
         terms = baseline_loss(losses, gen, images, batch, options, profile)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()

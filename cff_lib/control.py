@@ -96,7 +96,7 @@ def measure_control(model, profile, samples: Sequence[CompositeSample] | None = 
     rows = control_rows(samples, n if n is not None else profile.eval.n_samples)
     dataset = dataset_for(profile, rows, data_root)
     bs = batch_size or profile.train.batch_size
-    d = profile.ddim
+    cfg = ddim.EditConfig.from_profile(profile)
     with_oracle = oracle.has_oracle(profile)
     was = model.training
     model.eval()
@@ -107,12 +107,9 @@ def measure_control(model, profile, samples: Sequence[CompositeSample] | None = 
             batch = collate([dataset[i] for i in range(start, start + len(batch_rows))])
             images = batch["image"].to(model.device)
             c = model.condition({**batch, "reference": images}).c  # (B, cond_dim)
-            x_t0 = ddim.invert(model.unet, images, None, d.t0, d.n_inv_steps, spacing=d.spacing)  # Eq. 9
-            outputs = {
-                "source": images,
-                "reconstruction": ddim.sample(model.unet, x_t0, None, d.t0, d.n_gen_steps, spacing=d.spacing),
-                "edited": ddim.sample(model.unet, x_t0, c, d.t0, d.n_gen_steps, spacing=d.spacing),  # Eq. 30
-            }
+            # one inversion (Eq. 9), then the reverse chain without and with c (Eq. 30)
+            outputs = {"source": images,
+                       **ddim.edit_variants(model.unet, images, {"reconstruction": None, "edited": c}, cfg)}
             ref_id = model.encoders.arcface(images)
             targets = oracle.oracle_targets(profile, batch_rows) if with_oracle else None
             src_oracle = ((images.cpu().double() - targets.double()).pow(2).mean(dim=(1, 2, 3)).numpy()

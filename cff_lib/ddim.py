@@ -51,6 +51,7 @@ chain continues from the detached x_{t−1}.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
@@ -77,6 +78,14 @@ class EditConfig:
     def __post_init__(self):
         ddim_timesteps(self.t0, self.n_inv_steps, self.spacing)
         ddim_timesteps(self.t0, self.n_gen_steps, self.spacing)
+
+    @classmethod
+    def from_profile(cls, profile, *, t0: int | None = None, train_steps: int | None = None) -> EditConfig:
+        """The edit a profile's ``ddim`` section describes. ``train_steps``: a training sample's short chain
+        (inversion and reverse both take that many steps); ``t0`` replaces the profile's."""
+        d = profile.ddim
+        return cls(t0=int(t0 or d.t0), n_inv_steps=int(train_steps or d.n_inv_steps),
+                   n_gen_steps=int(train_steps or d.n_gen_steps), spacing=d.spacing)
 
 
 # ----------------------------------------------------------------------------------------------- grid
@@ -384,6 +393,18 @@ def generate(
     return sample(model, x_T, c, t_max, n_steps, spacing=spacing, schedule=schedule, clip_x0=clip_x0)
 
 
+def _check_chains_meet(schedule: Any, t0: int, n_inv_steps: int, n_gen_steps: int, spacing: str) -> None:
+    """The reverse chain must start where the inversion ends."""
+    k = _alphas_cumprod(schedule).numel()
+    top_inv = int(ddim_timesteps(t0, n_inv_steps, spacing, num_train_timesteps=k)[0])
+    top_gen = int(ddim_timesteps(t0, n_gen_steps, spacing, num_train_timesteps=k)[0])
+    if top_inv != top_gen:  # only possible with "leading", whose grid need not end at t0
+        raise ValueError(
+            f"n_gen_steps={n_gen_steps}: with spacing={spacing!r} the reverse chain would start at "
+            f"t={top_gen} but the inversion ends at t={top_inv}; use equal step counts"
+        )
+
+
 def edit(
     model: nn.Module,
     x_ref: torch.Tensor,
@@ -404,13 +425,22 @@ def edit(
     _check_image(x_ref, "x_ref", model, in_range=True)
     _check_cond(c, x_ref.shape[0], model)
     schedule = _resolve_schedule(model, schedule)
-    k = _alphas_cumprod(schedule).numel()
-    top_inv = int(ddim_timesteps(t0, n_inv_steps, spacing, num_train_timesteps=k)[0])
-    top_gen = int(ddim_timesteps(t0, n_gen_steps, spacing, num_train_timesteps=k)[0])
-    if top_inv != top_gen:  # only possible with "leading", whose grid need not end at t0
-        raise ValueError(
-            f"n_gen_steps={n_gen_steps}: with spacing={spacing!r} the reverse chain would start at "
-            f"t={top_gen} but the inversion ends at t={top_inv}; use equal step counts"
-        )
+    _check_chains_meet(schedule, t0, n_inv_steps, n_gen_steps, spacing)
     x_t0 = invert(model, x_ref, None, t0, n_inv_steps, spacing=spacing, schedule=schedule)  # 1. Eq. (9)
     return sample(model, x_t0, c, t0, n_gen_steps, spacing=spacing, schedule=schedule, clip_x0=clip_x0)  # 2. Eq. 30
+
+
+def edit_variants(model: nn.Module, x_ref: torch.Tensor, conditions: Mapping[str, torch.Tensor | None],
+                  cfg: EditConfig) -> dict[str, torch.Tensor]:
+    """The zero-shot edit of ``x_ref`` (B, C, H, W) under several conditions at once: one inversion to
+    ``cfg.t0`` (Eq. 9, c = None, never differentiated: it does not depend on c), then one reverse chain per
+    entry of ``conditions`` ({name: c (B, cond_dim) or None}; Eq. 30), all from that x_t0. The reverse chains
+    keep their graph when gradients are enabled (training). Returns {name: x0 (B, C, H, W)}, unclamped.
+    What control, evaluation, the baseline and training all run; ``edit`` is the one-condition case."""
+    if not conditions:
+        raise ValueError("conditions is empty: name at least one c (None = the reconstruction)")
+    _check_chains_meet(_resolve_schedule(model, None), cfg.t0, cfg.n_inv_steps, cfg.n_gen_steps, cfg.spacing)
+    with torch.no_grad():
+        x_t0 = invert(model, x_ref, None, cfg.t0, cfg.n_inv_steps, spacing=cfg.spacing)  # 1. Eq. (9)
+    return {name: sample(model, x_t0, c, cfg.t0, cfg.n_gen_steps, spacing=cfg.spacing)  # 2. Eq. (30) per c
+            for name, c in conditions.items()}

@@ -191,12 +191,6 @@ def scenario_inputs(profile, resolved: Sequence[ResolvedScenario]) -> tuple[torc
 
 
 # ------------------------------------------------------------------------------------------ running methods
-def _ddim_settings(profile, t0: int | None = None) -> dict[str, Any]:
-    d = profile.ddim
-    return {"t0": int(t0 or d.t0), "n_inv_steps": d.n_inv_steps, "n_gen_steps": d.n_gen_steps,
-            "spacing": d.spacing}
-
-
 def _check_batch(images: Any, conditions: Mapping[str, Any]) -> None:
     from cff_lib.encoder_base import check_images
 
@@ -224,25 +218,24 @@ def run_methods(model, baseline, images: torch.Tensor, conditions: Mapping[str, 
     if TEXT_ONLY in methods and baseline is None:
         raise ValueError(f"method {TEXT_ONLY!r} needs the baseline (cff_lib.baselines.load_or_train_baseline)")
     torch.manual_seed(int(seed))
-    s = _ddim_settings(profile)
+    cfg = ddim.EditConfig.from_profile(profile)
     model.eval()
     images = images.to(model.device)
     unets = method_unets(model, baseline, methods)
-    inverted: dict[str, torch.Tensor] = {}  # one inversion per distinct UNet
-    out = {}
+    by_unet: dict[str, dict[str, torch.Tensor | None]] = {}  # the methods that share one inversion
     for m in methods:
-        key, unet = unets[m]
-        if key not in inverted:  # 1. x_t0 = DDIM inversion of the face to t0 with c = None (Eq. 9)
-            inverted[key] = ddim.invert(unet, images, None, s["t0"], s["n_inv_steps"], spacing=s["spacing"])
-        if m == CFF:  # 2. the condition: c of the fusion, or the caption's CLIP feature, or none
+        if m == CFF:  # 1. the condition: c of the fusion, or the caption's CLIP feature, or none
             c = model.condition({**conditions, "reference": images}).c
         elif m == TEXT_ONLY:
             c = baseline.condition(conditions["caption"])
         else:
             c = None
-        # 3. the conditioned reverse DDIM chain from x_t0 (Eq. 30)
-        out[m] = ddim.sample(unet, inverted[key], c, s["t0"], s["n_gen_steps"], spacing=s["spacing"]).clamp(-1, 1)
-    return out
+        by_unet.setdefault(unets[m][0], {})[m] = c
+    out = {}
+    for key, conds in by_unet.items():  # 2. one DDIM inversion per UNet (Eq. 9), a reverse chain per method (Eq. 30)
+        unet = next(u for k, u in unets.values() if k == key)
+        out.update({m: x.clamp(-1, 1) for m, x in ddim.edit_variants(unet, images, conds, cfg).items()})
+    return {m: out[m] for m in methods}
 
 
 def pretrained_backbone(model) -> torch.nn.Module:
@@ -643,19 +636,21 @@ def integration_sweep(model, profile, images: torch.Tensor, conditions: Mapping[
     _check_batch(images, conditions)
     if any(not 0.0 <= float(r) <= 1.0 for r in levels):
         raise ValueError(f"levels={list(levels)} must lie in [0, 1]")
-    s, b = _ddim_settings(profile), images.shape[0]
+    b = images.shape[0]
     with_ref = model.condition({**conditions, "reference": images})
     without = model.condition({k: v for k, v in conditions.items() if k != "reference"})
     cmc_with, cmc_without = _cmc_per_sample(with_ref), _cmc_per_sample(without)
-    x_t0 = ddim.invert(model.unet, images, None, s["t0"], s["n_inv_steps"], spacing=s["spacing"])
     order = np.random.default_rng(int(seed)).permutation(b)
-    rows = []
-    for r in levels:
+    uses, conds = {}, {}
+    for i, r in enumerate(levels):
         use = np.zeros(b, dtype=bool)
         use[order[:int(round(float(r) * b))]] = True
         mask = torch.from_numpy(use)[:, None].to(with_ref.c.device)
-        c = torch.where(mask, with_ref.c, without.c)
-        gen = ddim.sample(model.unet, x_t0, c, s["t0"], s["n_gen_steps"], spacing=s["spacing"]).clamp(-1, 1)
+        uses[i], conds[i] = use, torch.where(mask, with_ref.c, without.c)
+    edits = ddim.edit_variants(model.unet, images, conds, ddim.EditConfig.from_profile(profile))
+    rows = []
+    for i, r in enumerate(levels):
+        use, gen = uses[i], edits[i].clamp(-1, 1)
         cmc = np.where(use, cmc_with, cmc_without)
         rows.append({"integration": float(r), "n_with_reference": int(use.sum()), "n": b,
                      "ssim": metrics.ssim(gen, images).mean, "cmc": float(np.nanmean(cmc)),

@@ -459,9 +459,9 @@ class ClipFaceFusion(nn.Module):
         """
         images = batch["image"]
         cond = self.condition({**batch, "reference": images})  # 1. c from T, A, Age, Emo, I_ref (Eqs. 1-12)
-        with torch.no_grad():
-            x_t0 = ddim.invert(self.unet, images, None, t0, n_inv_steps, spacing=spacing)  # 2. Eq. 9, c = None
-        x0 = ddim.sample(self.unet, x_t0, cond.c, t0, n_gen_steps, spacing=spacing)  # 3. Eq. 30, graph kept
+        chain = ddim.EditConfig(t0=t0, n_inv_steps=n_inv_steps, n_gen_steps=n_gen_steps, spacing=spacing)
+        # 2. DDIM inversion of I_ref with c = None (Eq. 9, no graph), 3. reverse chain on c (Eq. 30, graph kept)
+        x0 = ddim.edit_variants(self.unet, images, {"edit": cond.c}, chain)["edit"]
         generated = x0.clamp(-1.0, 1.0)  # the judges read images in [-1, 1]
         return self.loss(generated, cond), generated.detach()  # 4. L_Total (Eq. 32)
 

@@ -174,6 +174,38 @@ def test_edit_is_invert_then_sample_and_uses_c():
         ddim.edit(model, x0, c, 300, 6, 4, spacing="leading")  # grids would not meet at the same level
 
 
+def test_edit_variants_share_one_inversion_and_equal_edit_per_condition(monkeypatch):
+    model, x0, c = ConditionalUNet(_unet(), COND_DIM), _blob(), _cond()
+    torch.nn.init.normal_(model.cond_proj.weight)
+    cfg = ddim.EditConfig(t0=300, n_inv_steps=6, n_gen_steps=4)
+    calls = []
+    real = ddim.invert
+    monkeypatch.setattr(ddim, "invert", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = ddim.edit_variants(model, x0, {"recon": None, "edit": c}, cfg)
+    assert calls == [1]  # one inversion for both chains
+    with torch.no_grad():
+        assert torch.equal(out["recon"], ddim.edit(model, x0, None, 300, 6, 4))
+        assert torch.equal(out["edit"], ddim.edit(model, x0, c, 300, 6, 4))
+    # the reverse chains keep their graph (training), the inversion has none
+    out["edit"].sum().backward()
+    assert model.cond_proj.weight.grad is not None and model.cond_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="conditions is empty"):
+        ddim.edit_variants(model, x0, {}, cfg)
+    with pytest.raises(ValueError, match="n_gen_steps"):
+        ddim.edit_variants(model, x0, {"e": c}, ddim.EditConfig(300, 6, 4, spacing="leading"))
+
+
+def test_edit_config_from_a_profile():
+    from cff_lib.config import load_profile
+
+    toy = load_profile("toy")
+    cfg = ddim.EditConfig.from_profile(toy)
+    assert (cfg.t0, cfg.n_inv_steps, cfg.n_gen_steps, cfg.spacing) == (
+        toy.ddim.t0, toy.ddim.n_inv_steps, toy.ddim.n_gen_steps, toy.ddim.spacing)
+    short = ddim.EditConfig.from_profile(toy, train_steps=toy.ddim.n_train_steps, t0=300)
+    assert (short.t0, short.n_inv_steps, short.n_gen_steps) == (300, 8, 8)
+
+
 # ----------------------------------------------------------------------------------------------- gradients
 def test_full_mode_gradients_reach_the_projection_through_every_step():
     model = ConditionalUNet(_unet(), COND_DIM)
