@@ -94,6 +94,73 @@ def _app(args) -> int:
     return 0
 
 
+def _study(args) -> int:
+    from cff_lib import study
+
+    if args.action == "create":
+        if bool(args.images) == bool(args.profile):
+            raise ValueError("cff study create: give exactly one of --images DIR or --profile P")
+        if args.images:
+            samples, source = study.read_images_folder(args.images), f"images folder {args.images}"
+        else:
+            print(f"running the evaluation's methods on {args.faces} held-out faces of profile {args.profile!r} ...")
+            samples = study.samples_from_evaluation(args.profile, n_faces=args.faces, seed=args.seed)
+            source = f"cff_lib.evaluation.run_methods, profile {args.profile}, {args.faces} faces, seed {args.seed}"
+        info = study.create_study(args.study, samples, samples_per_method=args.per_method,
+                                  attention_checks=args.attention_checks, source=source, overwrite=args.overwrite)
+        print(f"study at {info.path}: {len(info.methods)} methods x {info.n_faces} faces; each rater rates "
+              f"{info.slots_per_rater} pairs ({info.samples_per_method} per method + {info.attention_checks} "
+              f"repeated); journal {info.journal_mode}")
+        return 0
+    if args.action == "serve":
+        from cff_lib.study_app import serve
+
+        serve(args.study, host=args.host, port=args.port)
+        return 0
+    if not args.out:
+        raise ValueError("cff study export: --out CSV is required")
+    out = study.export_csv(args.study, args.out, close=args.close)
+    info = study.Study(args.study).info()
+    print(f"wrote {info.n_ratings} ratings of {info.n_raters} raters to {out} (study {info.status})")
+    return 0
+
+
+def _runs(args) -> int:
+    import json
+
+    from cff_lib.provenance import REPO_ROOT
+    from cff_lib.runstore import RunStore, RunStoreError
+
+    store = RunStore(args.store or REPO_ROOT / "build" / "run_store")
+    try:
+        if args.action == "list":
+            runs = store.runs()
+            for r in runs:
+                seed = "-" if r.seed is None else r.seed
+                print(f"{r.run_id}  {r.status:<10} {r.profile or '-':<12} seed {seed!s:<5} {r.label}")
+                for problem in r.problems:
+                    print(f"    {problem}")
+            counts = {s: sum(r.status == s for r in runs) for s in sorted({r.status for r in runs})}
+            print(f"== {len(runs)} runs in {store.root}" + "".join(f", {n} {s}" for s, n in counts.items()))
+            return 0
+        if args.action == "show":
+            if not args.run:
+                raise ValueError("cff runs show: give a run id (or its first digits; cff runs list shows them)")
+            shown = store.show(args.run)
+            if isinstance(shown.get("run"), dict) and not args.settings:
+                shown["run"] = {k: v for k, v in shown["run"].items() if k != "identity"}
+            print(json.dumps(shown, indent=2, sort_keys=True))
+            return 0 if shown["status"] == "complete" else 1
+        removed = store.clean(work=args.work, dry_run=args.dry_run)
+        for path in removed:
+            print(("would delete " if args.dry_run else "deleted ") + str(path))
+        print(f"== {len(removed)} folders {'to delete' if args.dry_run else 'deleted'} in {store.root}")
+        return 0
+    except RunStoreError as err:
+        print(f"cff: error: {err}", file=sys.stderr)
+        return 2
+
+
 def _add_conditions(p: argparse.ArgumentParser) -> None:
     from cff_lib.emotions import EMOTIONS
 
@@ -152,6 +219,30 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--port", type=int, default=7860)
     a.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     a.set_defaults(func=_app)
+    st = sub.add_parser("study", help="the blind user study (Fig. 8): create it, serve the rating page, export CSV")
+    st.add_argument("action", choices=["create", "serve", "export"])
+    st.add_argument("study", help="the study's SQLite file, e.g. build/study/toy.sqlite")
+    st.add_argument("--images", default=None, metavar="DIR", help="create from DIR/reference/*.png and "
+                    "DIR/<method>/*.png (same file names)")
+    st.add_argument("--profile", default=None, help="create from the evaluation's methods on this profile")
+    st.add_argument("--faces", type=int, default=20, help="held-out faces per method with --profile (default 20)")
+    st.add_argument("--seed", type=int, default=0, help="which held-out faces with --profile (default 0)")
+    st.add_argument("--per-method", type=int, default=10, help="pairs per method each rater sees (default 10)")
+    st.add_argument("--attention-checks", type=int, default=2, help="repeated pairs per rater (default 2)")
+    st.add_argument("--overwrite", action="store_true", help="replace an existing study file")
+    st.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    st.add_argument("--port", type=int, default=7870)
+    st.add_argument("--out", default=None, help="export: the CSV to write")
+    st.add_argument("--close", action="store_true", help="export: close the study first (reveals the methods)")
+    st.set_defaults(func=_study)
+    ru = sub.add_parser("runs", help="the run store of ablations and sweeps: list, show one, clean")
+    ru.add_argument("action", choices=["list", "show", "clean"])
+    ru.add_argument("run", nargs="?", default=None, help="show: a run id or its first digits")
+    ru.add_argument("--store", default="", help="the run store's folder (default build/run_store)")
+    ru.add_argument("--settings", action="store_true", help="show: also print the run's resolved settings")
+    ru.add_argument("--work", action="store_true", help="clean: also the scratch folders of unfinished trainings")
+    ru.add_argument("--dry-run", action="store_true", help="clean: only list what would be deleted")
+    ru.set_defaults(func=_runs)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,11 @@ class ModelConfig:
     fusion_heads: int  # attention heads of the multi-modal fusion (Eq. 11)
     dropout: float  # dropout of the fusion FFN (Eq. 12; paper: 0.1)
     trainable: str  # what fine-tuning updates: "fusion", "fusion+unet" or "adapter"
+    # Table 7's switches (cff_lib.overlays; what replaces each removed part: docs/errata.md, "Ablations"):
+    drop_inputs: tuple = later_field(())  # inputs treated as absent for every sample: text|audio|age|emotion
+    fusion: str = later_field("attention")  # "attention" (Eqs. 10-12) or "mean" of the LayerNormed tokens
+    av_alignment: bool = later_field(True)  # the AV token of Eqs. 3/15-16 (False: audio only through Eq. 7)
+    reference_in_condition: bool = later_field(True)  # ArcFace/VGG of I_ref in c (False: "no reference" slots)
 
 
 @dataclass(frozen=True)
@@ -141,15 +147,26 @@ class Profile:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def settings(self) -> dict:
+        """The resolved profile as plain data, as :meth:`fingerprint` hashes it (later settings left out
+        while at their default): the identity of a configuration, for run stores and caches."""
+        return _fingerprinted(self)
+
     def fingerprint(self) -> str:
         """Short sha256 of the resolved profile: two runs with the same fingerprint made the same choices.
         Settings added later (:func:`later_field`) count only when set away from their default."""
-        blob = json.dumps(_fingerprinted(self), sort_keys=True, default=list).encode()
+        blob = json.dumps(self.settings(), sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
 class ProfileError(ValueError):
     """A preset that does not exist, or whose keys or values do not fit the dataclasses."""
+
+
+DROPPABLE_INPUTS = ("text", "audio", "age", "emotion")
+"""Inputs ``model.drop_inputs`` may remove (Table 7's modality ablations)."""
+FUSION_MODES = ("attention", "mean")
+"""Values of ``model.fusion``: Eqs. 10-12, or the mean of the LayerNormed tokens (Table 7, w/o fusion)."""
 
 
 def list_profiles() -> list[str]:
@@ -232,6 +249,11 @@ def _validate(p: Profile, where: str) -> None:
         (p.model.unet in ("synthetic32", "synthetic64", "paper"), "model.unet must be synthetic32|synthetic64|paper"),
         (p.model.trainable in ("fusion", "fusion+unet", "adapter"),
          "model.trainable must be fusion|fusion+unet|adapter"),
+        (all(isinstance(x, str) and x in DROPPABLE_INPUTS for x in p.model.drop_inputs)
+         and len(set(p.model.drop_inputs)) == len(p.model.drop_inputs),
+         f"model.drop_inputs must list each of {'|'.join(DROPPABLE_INPUTS)} at most once, "
+         f"got {list(p.model.drop_inputs)}"),
+        (p.model.fusion in FUSION_MODES, f"model.fusion must be {'|'.join(FUSION_MODES)}"),
         (set(p.data.mix) == {"ffhq", "cacd", "ravdess", "voxceleb"}, "data.mix needs ffhq, cacd, ravdess, voxceleb"),
         (abs(sum(p.data.mix.values()) - 1.0) < 1e-9, "data.mix ratios must sum to 1"),
         (1 <= p.ddim.t0 <= 999, "ddim.t0 must lie in [1, 999]"),
@@ -247,6 +269,33 @@ def _validate(p: Profile, where: str) -> None:
     for ok, message in checks:
         if not ok:
             raise ProfileError(f"{where}: {message}")
+
+
+def _plain(value):
+    """Mappings as dicts and tuples as lists, recursively: the shapes a preset's YAML has."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def with_changes(profile: Profile, changes: Mapping, where: str = "changes") -> Profile:
+    """A new profile: ``profile`` with ``changes`` (section -> key -> value, like a preset's overrides of
+    the preset it ``extends:``) merged in, then built and validated exactly as :func:`load_profile` builds a
+    preset. An unknown key, a wrong type or a value out of range is a :class:`ProfileError` naming ``where``
+    and the key. ``profile`` itself is untouched (it is frozen); its name stays."""
+    if not isinstance(changes, Mapping):
+        raise ProfileError(f"{where}: expected a mapping of sections, got {type(changes).__name__} {changes!r}")
+    hints = typing.get_type_hints(Profile)
+    sections = [f.name for f in dataclasses.fields(Profile) if dataclasses.is_dataclass(hints[f.name])]
+    for key in changes:
+        if key not in sections:
+            raise ProfileError(f"{where}: {key!r} is not a section of a profile (sections: {', '.join(sections)})")
+    merged = _merge(_plain(profile.to_dict()), _plain(changes))
+    changed = _build(Profile, merged, where)
+    _validate(changed, where)
+    return changed
 
 
 def load_profile(name: str) -> Profile:
