@@ -39,7 +39,8 @@ Choices the paper leaves open (each is listed in docs/errata.md):
    query). It yields one R^512 vector for any subset of modalities, is invariant to the order the
    modalities are given in, handles per-sample absence with a padding mask, and its softmax weights
    (B, n_present) say how much each modality contributed (the plots use them). The type embeddings are
-   needed because standardised tokens carry no trace of which encoder produced them.
+   needed because standardised tokens carry no trace of which encoder produced them. Table 7's "w/o
+   multi-modal fusion" replaces Eqs. 11-12 by ``ModalityFusion.mean``, the mean of the present f'_m.
 5. Conditioning vector: c = [f_final ; LN(ArcFace(I_ref)) ; LN(GAP(VGG16_conv4_3(I_ref)))] in R^1536
    (``cond_dim``). Without a reference image (pure generation) both reference slots hold learned
    "no reference" embeddings (random init, never zeros), so the denoiser can tell "no reference" from any
@@ -283,6 +284,23 @@ class ModalityFusion(nn.Module):
             keys=tuple(keys),
             attention=weights[:, 0],  # (B, n)
         )
+
+    def mean(
+        self, features: Mapping[str, Tensor | None], present: Mapping[str, Tensor] | None = None
+    ) -> FusionOutput:
+        """Table 7's "w/o multi-modal fusion" (``model.fusion: mean``): Eqs. 11-12 replaced by the mean of
+        each sample's present f'_m (Eq. 10). No attention, no FFN, no modality-type embedding: this uses no
+        parameter of the module. Same inputs and checks as :meth:`forward`, same :class:`FusionOutput`:
+        ``fused`` and ``final`` are the mean, ``attention`` the uniform weights 1/n over the present tokens.
+        """
+        keys, feats, masks, _ = self._validate(features, present)
+        normalized = {k: _standardize(feats[k], self.config.eps) for k in keys}  # Eq. 10, each (B, 512)
+        keep = torch.stack([masks[k] for k in keys], 1)  # (B, n)
+        tokens = torch.stack([normalized[k] for k in keys], 1).masked_fill(~keep[..., None], 0.0)  # (B, n, 512)
+        weights = keep.to(tokens.dtype) / keep.sum(1, keepdim=True).to(tokens.dtype)  # (B, n), rows sum to 1
+        fused = (weights[..., None] * tokens).sum(1)  # (B, 512)
+        return FusionOutput(final=fused, fused=fused, normalized=normalized, present=masks, keys=tuple(keys),
+                            attention=weights)
 
 
 # --------------------------------------------------------------------------- conditioning vector

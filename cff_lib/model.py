@@ -26,6 +26,18 @@ A modality absent for one sample is masked for that sample only (fusion's ``key_
 sample's loss uses only the terms whose inputs it has: samples are grouped by which inputs they carry and
 L_Total is the sample-weighted mean of the groups' losses (so a batch mean over samples, as in Eq. 32).
 
+Table 7's model switches (``profile.model``; docs/errata.md, "Ablations and sweeps"), constructor keywords
+whose defaults are the full model:
+
+- ``drop_inputs``: inputs treated as absent for every sample, through the missing-input path above. "audio":
+  no f_A, no AV token, f_Emo from text alone, no L_AV; "age": no Age token, no L_Age,total; "emotion": no Emo
+  token (neither route of Eq. 7), no L_Emo,total, while audio still forms the AV token; "text": no T token,
+  no directional CLIP loss. A sample left with no modality at all is a ValueError.
+- ``fusion_mode="mean"``: f_final is the mean of the present LayerNormed tokens (``ModalityFusion.mean``).
+- ``av_alignment=False``: no AV token and no L_AV; audio reaches c only through f_Emo,Audio (Eq. 7).
+- ``reference_in_condition=False``: c's reference slots hold the "no reference" embeddings for every sample;
+  I_ref is still inverted, still f_I and still the losses' reference.
+
 What trains (``profile.model.trainable``): ``"fusion"`` = the encoders' α, β and numeric age embedding, the AV
 alignment (W_A, b_A, η, γ), the fusion (Eqs. 10-12), the conditioning vector's "no reference" embeddings,
 ν of L_Emo,reg and the UNet's zero-initialised c projection; ``"fusion+unet"`` adds the whole UNet;
@@ -63,6 +75,7 @@ from cff_lib.conditional_unet import (
     paper_unet_config,
     synthetic_unet_config,
 )
+from cff_lib.config import DROPPABLE_INPUTS, FUSION_MODES
 from cff_lib.emotions import EMOTIONS, emotion_index, valence_arousal
 from cff_lib.encoders import (
     EMOTION_PROMPT,
@@ -201,8 +214,15 @@ class ClipFaceFusion(nn.Module):
 
     def __init__(self, encoders: EncoderSet, unet: nn.Module, loss_weights: LossWeights, *,
                  fusion_config: FusionConfig, sample_rate: int, image_size: int, trainable: str = "fusion",
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, drop_inputs: Sequence[str] = (),
+                 fusion_mode: str = "attention", av_alignment: bool = True, reference_in_condition: bool = True):
         super().__init__()
+        drop_inputs = tuple(drop_inputs)
+        if any(d not in DROPPABLE_INPUTS for d in drop_inputs) or len(set(drop_inputs)) != len(drop_inputs):
+            raise ValueError(f"drop_inputs={list(drop_inputs)} must list each of {DROPPABLE_INPUTS} at most once "
+                             "(profile model.drop_inputs)")
+        if fusion_mode not in FUSION_MODES:
+            raise ValueError(f"fusion_mode={fusion_mode!r} must be one of {FUSION_MODES} (profile model.fusion)")
         self.encoders = encoders  # Eqs. 1-8 and the frozen judges (ArcFace, VGG, AgeEst, EmoEst)
         self.av = AudioVisualAlignment(fusion_config)  # Eqs. 3/15-16
         self.fusion = ModalityFusion(fusion_config)  # Eqs. 10-12
@@ -217,6 +237,11 @@ class ClipFaceFusion(nn.Module):
         self.untrained: tuple[str, ...] = ()  # backend parts built with random weights (set by build_model)
         self.backend_digests: dict[str, str] = {}  # key -> sha256 of the backend file used ("untrained")
         self.trainable = trainable
+        # Table 7's switches (module docstring); the defaults are the full model
+        self.drop_inputs: tuple[str, ...] = drop_inputs
+        self.fusion_mode = fusion_mode
+        self.av_alignment = bool(av_alignment)
+        self.reference_in_condition = bool(reference_in_condition)
         self._feature_cache: dict[str, dict[str, Tensor]] = {}  # frozen encoders' features (see _memo)
         self._pretrained_unet: dict[str, Tensor] | None = None  # CPU copy of the backbone before fine-tuning
         self.set_trainable(trainable)
@@ -356,16 +381,43 @@ class ClipFaceFusion(nn.Module):
                 out[i] = self._memo("audio", key, lambda w=w: mm.encode_audio(w[None], self.sample_rate)[0])
         return out
 
+    def _drop(self, x: ConditionInputs) -> ConditionInputs:
+        """``x`` with the inputs of ``drop_inputs`` made absent for every sample (the path of a batch row
+        without them). "text" is not an input of this path: :meth:`condition` leaves its token out."""
+        if not self.drop_inputs:
+            return x
+        if "audio" in self.drop_inputs:
+            x = x._replace(audio=[None] * len(x.audio), has_audio=torch.zeros_like(x.has_audio))
+        if "age" in self.drop_inputs:
+            x = x._replace(age=torch.zeros_like(x.age), has_age=torch.zeros_like(x.has_age))
+        if "emotion" in self.drop_inputs:  # the audio route of Eq. 7 is cut in condition
+            x = x._replace(emotion=torch.zeros_like(x.emotion), has_emotion=torch.zeros_like(x.has_emotion),
+                           valence_arousal=torch.zeros_like(x.valence_arousal))
+        return x
+
+    def _check_some_modality(self, features: Mapping[str, Tensor], present: Mapping[str, Tensor],
+                             batch: int) -> None:
+        """A ValueError naming ``model.drop_inputs`` when it leaves a sample with no modality at all."""
+        has_any = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        for k in features:  # a token without a mask is present for every sample
+            has_any = has_any | (present[k] if k in present else torch.ones_like(has_any))
+        if not bool(has_any.all()):
+            bad = (~has_any).nonzero().flatten().tolist()
+            also = "" if self.av_alignment else " (with model.av_alignment=False)"
+            raise ValueError(f"model.drop_inputs={list(self.drop_inputs)}{also} leaves samples {bad} with no "
+                             "modality at all (no text, audio-visual, age, emotion or reference token): give "
+                             "those samples another input, or drop fewer inputs")
+
     def condition(self, conditions: Mapping[str, Any]) -> Condition:
         """The conditioning vector c (B, cond_dim) and the features the losses need (module docstring)."""
-        x = self._inputs(conditions)
+        x = self._drop(self._inputs(conditions))
         mm, dev, batch, d = self.encoders.multimodal, self.device, len(x.captions), self.fusion_config.dim
         zeros = torch.zeros(batch, d, device=dev)
         f_text = self._text_features(x.captions)  # (B, 512) f_T (Eq. 1), frozen CLIP
         f_src = self._text_features(x.source_captions)  # (B, 512)
         with torch.no_grad():  # frozen CLIP: f_I (Eq. 8)
             f_img = mm.encode_image(x.reference) if x.reference is not None else None  # (B, 512)
-        features: dict[str, Tensor] = {"T": f_text}
+        features: dict[str, Tensor] = {} if "text" in self.drop_inputs else {"T": f_text}
         present: dict[str, Tensor] = {}
         # Eqs. 4-5: f_Age = α f_Age,Text + (1 - α) AgeEmb(age)
         f_age = zeros
@@ -384,12 +436,13 @@ class ClipFaceFusion(nn.Module):
             f_a = torch.stack([fa[i] for i in idx.tolist()])  # (b, 768)
             with torch.no_grad():
                 emo_audio = mm.audio_emotion(f_a).feature  # (b, 512) frozen EmoRec (Eq. 6)
-            av = self.av(f_a, emo_audio, None if f_img is None else f_img[idx])
-            f_av = zeros.index_copy(0, idx, av.final)  # (B, 512)
+            if self.av_alignment:  # off: no Eqs. 3/15-16, no AV token (audio only through Eq. 7)
+                av = self.av(f_a, emo_audio, None if f_img is None else f_img[idx])
+                f_av = zeros.index_copy(0, idx, av.final)  # (B, 512)
+                features["AV"], present["AV"] = f_av, x.has_audio
             f_emo_audio = zeros.index_copy(0, idx, emo_audio)
-            features["AV"], present["AV"] = f_av, x.has_audio
         # Eq. 7: f_Emo = β f_Emo,Text + (1 - β) f_Emo,Audio (one of them alone where the other is absent)
-        has_emo_feat = x.has_emotion | x.has_audio
+        has_emo_feat = x.has_emotion if "emotion" in self.drop_inputs else (x.has_emotion | x.has_audio)
         f_emo = zeros
         if bool(has_emo_feat.any()):
             f_emo_text = zeros
@@ -404,9 +457,16 @@ class ClipFaceFusion(nn.Module):
         identity = appearance = None
         if x.reference is not None:
             features["I"] = f_img
-            with torch.no_grad():
-                identity, appearance = reference_features(self.encoders.arcface, self.encoders.vgg, x.reference)
-        fused = self.fusion(features, present)  # Eqs. 10-12
+            if self.reference_in_condition:  # off: c's reference slots hold the "no reference" embeddings
+                with torch.no_grad():
+                    identity, appearance = reference_features(self.encoders.arcface, self.encoders.vgg,
+                                                              x.reference)
+        if self.drop_inputs:
+            self._check_some_modality(features, present, batch)
+        if self.fusion_mode == "mean":
+            fused = self.fusion.mean(features, present)  # Eq. 10, then the mean of the present tokens
+        else:
+            fused = self.fusion(features, present)  # Eqs. 10-12
         c = self.conditioning(fused.final, identity, appearance)  # (B, cond_dim)
         return Condition(c=c, fusion=fused, text=f_text, source_text=f_src, av_final=f_av, age=f_age,
                          emotion=f_emo, inputs=x)
@@ -427,16 +487,19 @@ class ClipFaceFusion(nn.Module):
         counts: dict[str, int] = {}
         total = generated.new_zeros(())
         mm = self.encoders.multimodal
+        no_text, emo_from_audio = "text" in self.drop_inputs, "emotion" not in self.drop_inputs
         for (has_age, has_emo, has_audio), members in groups.items():
             idx = torch.tensor(members, device=generated.device)
             terms = self.loss_fn(
-                generated[idx], reference=None if x.reference is None else x.reference[idx], target_text=cond.text[idx],
-                source_text=cond.source_text[idx] if x.reference is not None else None,
-                av_final=cond.av_final[idx] if has_audio else None,
+                generated[idx], reference=None if x.reference is None else x.reference[idx],
+                target_text=None if no_text else cond.text[idx],
+                source_text=cond.source_text[idx] if x.reference is not None and not no_text else None,
+                av_final=cond.av_final[idx] if has_audio and self.av_alignment else None,
                 age_target=x.age[idx] if has_age else None, age_feature=cond.age[idx] if has_age else None,
                 alpha=mm.alpha, emotion_target=x.emotion[idx] if has_emo else None,
                 valence_arousal=x.valence_arousal[idx] if has_emo else None,
-                emotion_feature=cond.emotion[idx] if (has_emo or has_audio) else None, nu=self.nu,
+                emotion_feature=cond.emotion[idx] if (has_emo or (has_audio and emo_from_audio)) else None,
+                nu=self.nu,
                 modality_features={k: v[idx] for k, v in cond.fusion.normalized.items()},
                 modality_present={k: v[idx] for k, v in cond.fusion.present.items()})
             n = len(members)
@@ -679,7 +742,10 @@ def build_model(profile, weights_dir: str | os.PathLike | None = None, *, allow_
         model = ClipFaceFusion(encoders, unet, LossWeights.from_config(profile.loss), fusion_config=fusion_config,
                                sample_rate=profile.data.sample_rate, image_size=profile.data.image_size,
                                trainable=profile.model.trainable,
-                               gradient_checkpointing=profile.train.gradient_checkpointing)
+                               gradient_checkpointing=profile.train.gradient_checkpointing,
+                               drop_inputs=profile.model.drop_inputs, fusion_mode=profile.model.fusion,
+                               av_alignment=profile.model.av_alignment,
+                               reference_in_condition=profile.model.reference_in_condition)
     model.untrained = tuple(k for k, v in digests.items() if v.startswith("untrained"))
     model.backend_digests = digests
     if device is not None:
