@@ -240,7 +240,7 @@ def build_app(editor: Editor, faces: list[tuple[str, str]] | None = None):
                                   placeholder="e.g. a 70-year-old happy woman")
                 with gr.Row():
                     use_age = gr.Checkbox(label="target age", value=True)
-                    age = gr.Slider(0, 120, value=60, step=1, label="age (years)")
+                    age = gr.Slider(0, 120, value=60, step=1, label="age (years)", elem_id="cff-age")
                 with gr.Row():
                     emotion = gr.Dropdown([NO_EMOTION, *EMOTIONS], value="happy", label="emotion")
                     intensity = gr.Slider(0, 1, value=1.0, step=0.05, label="intensity")

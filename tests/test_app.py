@@ -148,7 +148,7 @@ def _chromium() -> str | None:
 
 @pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine (apt-get install chromium)")
 def test_one_edit_and_an_age_strip_in_a_real_browser(served, editor, face, tmp_path):
-    """Pick a held-out face (or upload one), press Edit, then the age strip, in Chromium; screenshots go to
+    """Upload a face, move the age slider, press Edit, then the age strip, in Chromium; screenshots go to
     $CFF_SCREENSHOT_DIR."""
     playwright = pytest.importorskip("playwright.sync_api")
     demo, url = served
@@ -159,13 +159,15 @@ def test_one_edit_and_an_age_strip_in_a_real_browser(served, editor, face, tmp_p
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.goto(url)
-            if demo.fns and app_mod.held_out_faces(editor.profile, limit=1):  # pick a held-out face from the gallery
-                page.locator("#cff-held-out img").first.click()
-            else:
-                page.locator("input[type=file]").first.set_input_files(str(face))
+            page.locator("input[type=file]").first.set_input_files(str(face))  # upload a face file
             page.locator("#cff-face img").first.wait_for(timeout=30_000)
+            age = page.locator("#cff-age input[type=number]")  # move the age slider (its number box) to 25
+            age.fill("25")
+            age.press("Enter")
             page.get_by_role("button", name="Edit", exact=True).click()
             page.get_by_text("Edit took").wait_for(timeout=60_000)
+            page.get_by_text("age 25 y").first.wait_for(timeout=10_000)  # the edit ran toward the moved slider
+            page.wait_for_function("!/processing|DDIM steps \\|/.test(document.body.innerText)", timeout=90_000)
             page.screenshot(path=str(shots / "app_edit.png"), full_page=True)
             page.get_by_role("button", name="Age-progression strip").click()
             page.get_by_text("target 70 y").first.wait_for(timeout=60_000)
