@@ -1,0 +1,65 @@
+"""Source | edit of each trial model | oracle target, for 8 far-target tuning faces (val rows after the 200
+control faces), each with the referees' reading. Run after bench/edit_recipe_trials.py:
+
+OMP_NUM_THREADS=1 .venv/bin/python bench/edit_recipe_look.py shipped robust_l1_unet robust_l1_adapter
+  -> build/trials/look.png
+"""
+import sys
+
+import matplotlib
+import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cff_lib import control, oracle  # noqa: E402
+from cff_lib.config import load_profile  # noqa: E402
+from cff_lib.dataset import collate, dataset_for, load_composite  # noqa: E402
+from cff_lib.emotions import EMOTIONS  # noqa: E402
+from cff_lib.model import build_model, load_trained_model  # noqa: E402
+from cff_lib.referees import load_referees  # noqa: E402
+
+sys.path.insert(0, "bench")
+from edit_recipe_trials import TUNING, VARIANTS, variant_profile  # noqa: E402
+
+
+def main():
+    torch.set_num_threads(1)
+    toy = load_profile("toy")
+    rows = control.control_rows(load_composite(toy).split("val"))[TUNING]
+    far = [r for r in rows if control.is_far_target(r)][:8]
+    ds = dataset_for(toy, far)
+    batch = collate([ds[i] for i in range(len(far))])
+    x, d = batch["image"], toy.ddim
+    cols = {"source": x}
+    for name in sys.argv[1:]:
+        if name == "shipped":
+            m = load_trained_model(toy)
+        else:
+            m = build_model(variant_profile(VARIANTS[name]), VARIANTS[name]["weights"])
+            m.load_trained(f"build/trials/{name}/clipfacefusion.safetensors", check_backends=False)
+        cols[name] = m.edit(x, batch, d.t0, d.n_gen_steps, n_inv_steps=d.n_inv_steps)
+    cols["oracle target"] = oracle.oracle_targets(toy, far)
+    refs = load_referees(toy)
+    fig, axes = plt.subplots(len(cols), len(far), figsize=(1.3 * len(far), 1.45 * len(cols)))
+    for r, (label, imgs) in enumerate(cols.items()):
+        read = refs.read(imgs.float())
+        for c in range(len(far)):
+            ax = axes[r, c]
+            ax.imshow(((imgs[c].permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy(), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_xlabel(f"{read['age'][c]:.0f}y {EMOTIONS[int(read['emotion_probs'][c].argmax())][:5]}",
+                          fontsize=6)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
+            if r == 0:
+                ax.set_title(f"→ {far[c].target_age:.0f}y {far[c].target_emotion}", fontsize=6)
+    fig.suptitle("Tuning faces (val rows after the 200 control faces); under each: the referees' reading",
+                 fontsize=8)
+    fig.tight_layout()
+    fig.savefig("build/trials/look.png", dpi=150)
+    print("build/trials/look.png")
+
+
+if __name__ == "__main__":
+    main()
