@@ -6,7 +6,8 @@ Guides: "build/robust_guides" is weights/synthetic with the age/emotion estimato
 fine-tuned ones (docs/errata.md, "Robust guides"):
   .venv/bin/python -c "from cff_lib.pretrain_vision import train_estimators; train_estimators('toy',
       'build/robust_guides', steps=300, adversarial_l2=1.0, pgd_steps=3, init_from='weights/synthetic')"
-  then copy the other files of weights/synthetic, with their provenance records, beside them.
+  then copy the other files of weights/synthetic, with their provenance records, beside them. The two
+  robust estimators of the trials are committed in weights/synthetic/robust/ (copy them instead of retraining).
 
 OMP_NUM_THREADS=1 .venv/bin/python bench/edit_recipe_trials.py VARIANT STEPS [THREADS]
   -> build/trials/VARIANT/{tuning_table.csv, tuning_per_sample.csv, trial.json}
