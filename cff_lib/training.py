@@ -250,7 +250,7 @@ def edit_sample_grid(model: ClipFaceFusion, batch: Mapping[str, Any], profile, p
 
 # ------------------------------------------------------------------------------------------ the loop
 def _accelerator(profile):
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 
     precision = profile.train.mixed_precision
     cpu = not torch.cuda.is_available()
@@ -258,8 +258,21 @@ def _accelerator(profile):
         warnings.warn(f"profile {profile.name!r} asks for fp16 mixed precision, which needs a GPU; "
                       "training in float32 on this CPU", stacklevel=3)
         precision = "no"
+    # split_batches: the profile's batch_size is the global batch; n processes each take 1/n of every
+    # sampler batch, so n processes see the rows one process sees (tests/test_accelerate_parity.py)
     return Accelerator(mixed_precision=precision, cpu=cpu,
+                       dataloader_config=DataLoaderConfiguration(split_batches=True),
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def _mean_over_processes(terms: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Each term's mean over the processes whose share of the batch has it (a term's presence depends on
+    the rows: a share without audio has no ``av/*``), so the history records the global batch."""
+    from accelerate.utils import gather_object
+
+    shares = gather_object([{k: float(v.detach()) for k, v in terms.items()}])
+    keys = dict.fromkeys(k for share in shares for k in share)
+    return {k: torch.tensor(float(np.mean([s[k] for s in shares if k in s]))) for k in keys}
 
 
 def _record(step: int, epoch: float, lr: float, terms: Mapping[str, Tensor]) -> dict[str, float]:
@@ -359,11 +372,13 @@ def train(profile, out_dir: str | os.PathLike, *, max_steps: int | None = None, 
         scheduler.step()  # 7. linear decay of the learning rate (Table 3)
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        epoch = step * accelerator.num_processes / steps_per_epoch
+        epoch = step / steps_per_epoch
+        if accelerator.num_processes > 1:  # record the mean over the processes' shares of the batch
+            terms = _mean_over_processes(terms)
         history.append(_record(step, epoch, scheduler.get_last_lr()[0], terms))
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", epoch=f"{epoch:.2f}")
-        epoch_end = (step * accelerator.num_processes) % steps_per_epoch == 0
+        epoch_end = step % steps_per_epoch == 0
         if step % options.checkpoint_every == 0 or epoch_end or step == total or step == stop_after:
             last_good = checkpoint()
         if (epoch_end or step == total) and grid_rows is not None and accelerator.is_main_process:
@@ -379,7 +394,7 @@ def train(profile, out_dir: str | os.PathLike, *, max_steps: int | None = None, 
         core.save_trained(model_file, extra={"step": step, "total_steps": total,
                                              "profile_fingerprint": profile.fingerprint()})
     accelerator.wait_for_everyone()
-    return TrainResult(steps=step, total_steps=total, epochs=step * accelerator.num_processes / steps_per_epoch,
+    return TrainResult(steps=step, total_steps=total, epochs=step / steps_per_epoch,
                        history=tuple(history), checkpoint=last_good, model_file=str(model_file),
                        sample_grids=tuple(sorted(set(grids))), resumed_from=resumed_from,
                        wall_s=time.perf_counter() - start_time)
