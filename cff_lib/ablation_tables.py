@@ -61,6 +61,7 @@ def table_evaluate(profile, params: Path) -> dict:
     import torch
 
     from cff_lib import evaluation
+    from cff_lib.dataset import load_rows
     from cff_lib.model import build_model
 
     out = default_evaluate(profile, params)
@@ -73,7 +74,7 @@ def table_evaluate(profile, params: Path) -> dict:
     per_seed: dict[str, list[float]] = {k: [] for k in evaluation.METRIC_NAMES}
     for seed in seeds:
         rows = evaluation.seed_rows(pool, seed, profile.eval.n_samples)
-        images, conds = evaluation.load_rows(profile, rows)
+        images, conds = load_rows(profile, rows)
         gen = evaluation.run_methods(model, None, images, conds, seed, profile, methods=(evaluation.CFF,))
         gen = gen[evaluation.CFF]
         with torch.no_grad():

@@ -4,7 +4,7 @@ Pick one of the world's held-out faces (val/test split of the profile's FFHQ man
 text, a target age, an emotion with its intensity, a voice clip (upload or microphone), t0 and the number of
 DDIM steps; the page shows the source, the unconditioned reconstruction and the edit side by side, a heat map
 of |edit - source|, and what the referees (``cff_lib.referees``, judges no loss has seen) read on each. An
-age-progression strip (``evaluation.AGE_STRIP``) is one click away. Every input goes through the checks of
+age-progression strip (``qualitative.AGE_STRIP``) is one click away. Every input goes through the checks of
 ``cff_lib.editing`` (a bad one is shown as an error; nothing runs).
 
 Speed: ``editing.Editor`` keeps each face's DDIM inversion (and reconstruction) for the current t0 and steps,
@@ -157,8 +157,8 @@ class EditorApp:
         return to_pil(src, up), to_pil(rec, up)
 
     def age_strip(self, face, text, emotion, intensity, audio, t0, steps, progress=None):
-        """[(PIL image, caption)] of the face edited toward each age of ``evaluation.AGE_STRIP``."""
-        from cff_lib.evaluation import AGE_STRIP
+        """[(PIL image, caption)] of the face edited toward each age of ``qualitative.AGE_STRIP``."""
+        from cff_lib.qualitative import AGE_STRIP
 
         if not face:
             raise InputError("no face: pick a held-out face or upload one")

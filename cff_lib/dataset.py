@@ -2,8 +2,9 @@
 
 :func:`load_composite` reads the composite set notebooks/01 wrote; :func:`dataset_for` turns its rows into a
 :class:`CompositeDataset` (the face as I_ref, (3, H, W) in [-1, 1], with its target conditions, and a 5-s
-audio window drawn once per row from the audio seed); :func:`collate` stacks a batch. Training, control,
-evaluation and the baselines all read data through here.
+audio window drawn once per row from the audio seed); :func:`collate` stacks a batch; :func:`load_rows` gives a
+few rows as one batch of faces and conditions. Training, control, evaluation and the baselines all read data
+through here.
 """
 from __future__ import annotations
 
@@ -87,6 +88,16 @@ def dataset_for(profile, samples: Sequence[CompositeSample], root: str | os.Path
                             audio_seed=profile.train.audio_seed)
 
 
+def load_rows(profile, rows: Sequence[CompositeSample]) -> tuple[Tensor, dict[str, Any]]:
+    """(faces (B, 3, H, W) in [-1, 1], conditions) of composite rows in one batch, through :func:`dataset_for`
+    and :func:`collate` (the conditions without ``image`` and ``index``)."""
+    ds = dataset_for(profile, rows)
+    batch = collate([ds[i] for i in range(len(ds))])
+    images = batch.pop("image")
+    batch.pop("index")
+    return images, batch
+
+
 def load_composite(profile) -> CompositeSet:
     """The composite set notebooks/01 wrote for ``profile`` (data_manifests/<world>/<profile>/composite.csv)."""
     path = manifest_dir(profile) / COMPOSITE_NAME
@@ -96,4 +107,4 @@ def load_composite(profile) -> CompositeSet:
     return read_composite(path)
 
 
-__all__ = ["CompositeDataset", "collate", "dataset_for", "load_composite"]
+__all__ = ["CompositeDataset", "collate", "dataset_for", "load_composite", "load_rows"]

@@ -1,5 +1,8 @@
-"""Evaluation of ClipFaceFusion against the text-only DiffusionCLIP-style baseline and the plain reconstruction
-(paper "Qualitative results", "Quantitative results", Fig. 4-7, Tables 4-6).
+"""Running and scoring ClipFaceFusion against the text-only DiffusionCLIP-style baseline and the plain
+reconstruction (paper "Quantitative results", Figs. 6-7, Tables 4-6): the methods, the held-out pool and its
+seeds, the metrics per seed, the inversion fidelity, the Fig. 6 sweep and Table 6's pairs. The Fig. 4
+scenarios and the qualitative series are :mod:`cff_lib.qualitative`; the claims ledger filled from an
+:class:`Evaluation` is :mod:`cff_lib.claims_evaluation`.
 
 Methods (:data:`METHODS`), on the same inputs with the same DDIM settings (the profile's ``ddim`` section).
 Each method inverts (unconditionally, Eq. 9) and samples with *its own* UNet, the chain it was trained with
@@ -77,8 +80,9 @@ import torch
 import torch.nn.functional as F
 
 from cff_lib import ddim, metrics
-from cff_lib.captions import caption_from_attributes, source_caption
-from cff_lib.emotions import EMOTIONS, emotion_index, valence_arousal
+from cff_lib.captions import caption_from_attributes
+from cff_lib.dataset import load_composite, load_rows
+from cff_lib.emotions import EMOTIONS, valence_arousal
 
 CFF = "ClipFaceFusion"
 TEXT_ONLY = "DiffusionCLIP-style (text only)"
@@ -104,90 +108,6 @@ GUIDE_METRICS = ("age_acc_guide", "age_mae_guide", "emo_acc_guide", "identity_si
                  "clip_score_guide", "cmc_image_guide", "fooling_gap_age_y", "fooling_gap_emo_pts")
 ORACLE_METRICS = ("oracle_ssim", "oracle_psnr", "oracle_lpips_ref")
 REALISM_METRICS = ("realism_fd", "realism_kid", "artefact_ratio")
-
-
-# ------------------------------------------------------------------------------------------ Fig. 4 scenarios
-@dataclass(frozen=True)
-class Scenario:
-    """One Fig. 4 row: the target a held-out face is edited to, and the RAVDESS clip that voices it."""
-
-    name: str  # short label, e.g. "young–sad"
-    age: float  # target age, years
-    gender: str  # "female" | "male" (of the face and of the RAVDESS actor)
-    emotion: str  # target emotion (one of EMOTIONS)
-    intensity_code: int  # RAVDESS emotional intensity of the clip: 1 normal, 2 strong ("intense")
-
-
-SCENARIOS = (
-    Scenario("young–sad", 25, "female", "sad", 1),
-    Scenario("middle-aged–happy", 45, "male", "happy", 1),
-    Scenario("elderly–neutral", 70, "female", "neutral", 1),
-    Scenario("angry, intense audio", 30, "male", "angry", 2),
-)
-
-
-@dataclass(frozen=True)
-class ResolvedScenario:
-    scenario: Scenario
-    image: str  # face path relative to the data root (held-out split)
-    image_split: str  # "val" or "test"
-    audio: str  # RAVDESS clip relative to the data root
-    audio_split: str  # split of the clip ("train" only when no held-out clip matches)
-    caption: str  # target caption, e.g. "a 25-year-old sad woman"
-
-
-def _manifest(profile, dataset: str):
-    from cff_lib.manifests import manifest_filename, read_manifest
-    from cff_lib.world import manifest_dir
-
-    path = manifest_dir(profile) / manifest_filename(dataset)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {dataset} manifest at {path}; run notebooks/01_data_assembly first")
-    return read_manifest(path)
-
-
-def resolve_scenarios(profile, scenarios: Sequence[Scenario] = SCENARIOS) -> list[ResolvedScenario]:
-    """Each scenario's face (a held-out FFHQ face of its gender, a different one per scenario) and clip (a
-    RAVDESS clip of its emotion, intensity and gender, held-out splits first)."""
-    if not scenarios:
-        raise ValueError("scenarios is empty")
-    faces = [e for e in _manifest(profile, "ffhq").entries if e.split in ("val", "test")]
-    clips = _manifest(profile, "ravdess").entries
-    used: set[str] = set()
-    out = []
-    for sc in scenarios:
-        emotion_index(sc.emotion, argument="scenario.emotion")
-        face = next((e for e in faces if e.labels.get("gender") == sc.gender and e.path not in used), None)
-        if face is None:
-            raise ValueError(f"scenario {sc.name!r}: no unused held-out FFHQ face of gender {sc.gender!r}")
-        used.add(face.path)
-        match = [e for e in clips if e.labels.get("emotion") == sc.emotion
-                 and int(e.labels.get("intensity_code") or 0) == sc.intensity_code]
-        match.sort(key=lambda e: (e.split == "train", e.labels.get("gender") != sc.gender, e.path))
-        if not match:
-            raise ValueError(f"scenario {sc.name!r}: no RAVDESS clip with emotion {sc.emotion!r} and intensity "
-                             f"code {sc.intensity_code}")
-        out.append(ResolvedScenario(sc, f"ffhq/{face.path}", face.split, f"ravdess/{match[0].path}",
-                                    match[0].split, caption_from_attributes(sc.age, sc.emotion, sc.gender)))
-    return out
-
-
-def scenario_inputs(profile, resolved: Sequence[ResolvedScenario]) -> tuple[torch.Tensor, dict[str, Any]]:
-    """(faces (B, 3, H, W) in [-1, 1], conditions dict) of the resolved scenarios."""
-    from cff_lib.preprocessing import load_audio, load_image
-    from cff_lib.world import data_root
-
-    root, d = data_root(profile), profile.data
-    images = torch.stack([torch.from_numpy(load_image(root / r.image, d.image_size)) for r in resolved])
-    audio = [torch.from_numpy(load_audio(root / r.audio, d.sample_rate, max_seconds=d.max_audio_seconds))
-             for r in resolved]
-    intensity = [1.0 if r.scenario.intensity_code == 2 else 0.5 for r in resolved]
-    conditions = {"caption": [r.caption for r in resolved],
-                  "source_caption": [source_caption(r.scenario.gender) for r in resolved],
-                  "target_age": [float(r.scenario.age) for r in resolved],
-                  "target_emotion": [r.scenario.emotion for r in resolved],
-                  "intensity": intensity, "audio": audio}
-    return images, conditions
 
 
 # ------------------------------------------------------------------------------------------ running methods
@@ -267,7 +187,6 @@ def method_unets(model, baseline, methods: Sequence[str] = METHODS) -> dict[str,
 def eval_pool(profile, samples=None) -> list:
     """Held-out composite rows with a face, a target age and a target emotion (``control.control_rows``)."""
     from cff_lib.control import control_rows
-    from cff_lib.dataset import load_composite
 
     return control_rows(samples if samples is not None else load_composite(profile).split("val"))
 
@@ -280,17 +199,6 @@ def seed_rows(pool: Sequence, seed: int, n: int) -> list:
         return list(pool)
     idx = np.sort(np.random.default_rng(int(seed)).choice(len(pool), size=n, replace=False))
     return [pool[i] for i in idx]
-
-
-def load_rows(profile, rows: Sequence) -> tuple[torch.Tensor, dict[str, Any]]:
-    """(faces, conditions) of composite rows, through ``dataset.dataset_for`` + ``collate``."""
-    from cff_lib.dataset import collate, dataset_for
-
-    ds = dataset_for(profile, rows)
-    batch = collate([ds[i] for i in range(len(ds))])
-    images = batch.pop("image")
-    batch.pop("index")
-    return images, batch
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -693,210 +601,7 @@ def ttest_table(ev: Evaluation, metrics_: Sequence[str] = ("emo_acc", "age_acc",
     return table
 
 
-# ------------------------------------------------------------------------------------------ claims
-CLAIM_COLUMNS = {"SSIM": ("ssim", 1.0), "LPIPS": ("lpips", 1.0), "S_dir": ("s_dir", 1.0),
-                 "Age Acc": ("age_acc", 1.0), "Emo Acc": ("emo_acc", 1.0), "FID": ("identity_similarity", 1.0),
-                 "CMC": ("cmc", 1.0), "CLIPScore": ("clip_score", 1.0),
-                 "Text–Image Cosine Similarity": ("text_image_cosine", 1.0)}
-CLAIM_ROWS = {"ClipFaceFusion": CFF, "DiffusionCLIP": TEXT_ONLY}
-
-
-def claims_measured(ev: Evaluation, claims, profile, ttests=None) -> tuple[dict, dict]:
-    """(measured, reasons) for ``claims.write_claims_report``: Tables 4-5 rows ClipFaceFusion and
-    DiffusionCLIP (= our text-only baseline) and Table 6 from ``ttests``; every other claim a reason."""
-    measured, reasons = {}, {}
-    prov = (f"profile {profile.name}, seeds {list(ev.seeds)}, {len(next(iter(ev.rows.values())))} held-out "
-            "faces per seed, cff_lib.evaluation.evaluate; attributes, identity and CLIP metrics read by the "
-            "referees (cff_lib.referees), never by the loss's guides")
-    t6 = {"Emotion accuracy": "emo_acc", "Age accuracy": "age_acc", "CMC": "cmc_image"}
-    for c in claims:
-        if c.table in ("Table 4", "Table 5") and c.row in CLAIM_ROWS and c.column in CLAIM_COLUMNS:
-            metric, method = CLAIM_COLUMNS[c.column][0], CLAIM_ROWS[c.row]
-            m, s = _nan_mean_std(ev.per_seed[method][metric])
-            if math.isfinite(m):
-                note = ("" if c.row == "ClipFaceFusion"
-                        else "; DiffusionCLIP = our text-only baseline, same pretrained DDPM")
-                note += "; LPIPS(referees), not LPIPS-alex" if metric == "lpips" else ""
-                measured[c.key] = (m, s, prov + note)
-            else:
-                reasons[c.key] = "CMC is not defined for a text-only method (one modality; cff_lib.evaluation)"
-        elif c.table == "Table 6" and ttests is not None and c.row in t6:
-            row = ttests[ttests["metric"] == t6[c.row]]
-            if len(row) == 0:
-                reasons[c.key] = "metric not in the t-test table"
-                continue
-            r = row.iloc[0]
-            val = {"ClipFaceFusion mean": r["mean_a"], "Baseline mean": r["mean_b"], "t-value": r["t"],
-                   "p-value": r["p_holm"]}.get(c.column)
-            note = "; CMC as cmc_image (image-grounded, our definition)" if c.row == "CMC" else ""
-            if val is None or not math.isfinite(float(val)):
-                reasons[c.key] = f"{c.column} is not finite with these pairs (n = {int(r['n'])})"
-            else:
-                measured[c.key] = (float(val), None, prov + f"; paired {r['pairs']}, Holm-adjusted p" + note)
-        elif c.table == "Table 3" and c.row in TABLE3_SETTINGS:
-            measured[c.key] = (_setting(TABLE3_SETTINGS[c.row]), None, "setting of cff_lib/presets/paper.yaml "
-                               f"(load_profile('paper').{TABLE3_SETTINGS[c.row]}); read, not trained here")
-        elif c.not_reproducible is None:
-            reasons[c.key] = ("not measured by notebooks 06/07: ablations (Table 7), parameter sweeps (Table 8) "
-                              "and settings outside the paper preset are outside this evaluation")
-    return measured, reasons
-
-
-TABLE3_SETTINGS = {"Learning rate": "train.learning_rate", "Batch size": "train.batch_size",
-                   "Weight decay": "train.weight_decay", "Dropout": "model.dropout", "DDIM steps": "ddim.n_gen_steps",
-                   "λ_ID": "loss.lambda_id", "λ_AV": "loss.lambda_av", "λ_Age": "loss.lambda_age",
-                   "λ_Emo": "loss.lambda_emo", "λ_CLIP": "loss.lambda_clip", "Random seed (global)": "train.seed",
-                   "Random seed (audio)": "train.audio_seed", "Random seed (DDIM)": "train.ddim_seed"}
-
-
-def _setting(dotted: str) -> float:
-    from cff_lib.config import load_profile
-
-    obj = load_profile("paper")
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return float(obj)
-
-
-def _nan_mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    v = np.asarray(values, dtype=float)
-    if np.isnan(v).all():
-        return float("nan"), None
-    v = v[~np.isnan(v)]
-    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None)
-
-
-
-
-# ------------------------------------------------------------------------------------------ qualitative series
-AGE_STRIP = (20, 30, 40, 50, 60, 70)
-EMOTION_SERIES = ("neutral", "happy", "sad", "angry", "surprised")
-
-
-@torch.no_grad()
-def edit_series(model, profile, image: torch.Tensor, conditions: Sequence[Mapping[str, Any]]) -> torch.Tensor:
-    """One face (3, H, W) edited toward each single-sample condition dict -> (N, 3, H, W)."""
-    if len(conditions) == 0:
-        raise ValueError("conditions is empty")
-    batch = {k: [c.get(k) for c in conditions] for k in ("caption", "source_caption", "target_age",
-                                                         "target_emotion", "intensity", "audio")}
-    images = image[None].expand(len(conditions), -1, -1, -1).contiguous()
-    d = profile.ddim
-    return model.edit(images, batch, d.t0, d.n_gen_steps, n_inv_steps=d.n_inv_steps, spacing=d.spacing)
-
-
-def age_progression(model, profile, image, gender: str, ages: Sequence[float] = AGE_STRIP) -> torch.Tensor:
-    """Age-progression strip: the face at each target age (caption "a NN-year-old woman", age only)."""
-    return edit_series(model, profile, image, [{"caption": caption_from_attributes(a, None, gender),
-                                                "source_caption": source_caption(gender), "target_age": float(a)}
-                                               for a in ages])
-
-
-def emotion_transitions(model, profile, image, gender: str, emotions: Sequence[str] = EMOTION_SERIES):
-    """The face with each target emotion (caption and emotion label only)."""
-    return edit_series(model, profile, image, [{"caption": caption_from_attributes(None, e, gender),
-                                                "source_caption": source_caption(gender), "target_emotion": e}
-                                               for e in emotions])
-
-
-def audio_clips(profile, emotions: Sequence[str] = EMOTION_SERIES, intensity_code: int = 2) -> list[tuple[str, Any]]:
-    """(emotion, waveform) of one RAVDESS clip per emotion (held-out first; neutral has intensity 1 only)."""
-    from cff_lib.preprocessing import load_audio
-    from cff_lib.world import data_root
-
-    clips, out = _manifest(profile, "ravdess").entries, []
-    for e in emotions:
-        code = 1 if e == "neutral" else intensity_code
-        m = sorted((c for c in clips if c.labels.get("emotion") == e and int(c.labels.get("intensity_code") or 0)
-                    == code), key=lambda c: (c.split == "train", c.path))
-        if not m:
-            raise ValueError(f"no RAVDESS clip for emotion {e!r} at intensity {code}")
-        wave = load_audio(data_root(profile) / "ravdess" / m[0].path, profile.data.sample_rate,
-                          max_seconds=profile.data.max_audio_seconds)
-        out.append((e, torch.from_numpy(wave)))
-    return out
-
-
-def audio_guided(model, profile, image, gender: str, clips) -> torch.Tensor:
-    """The face conditioned on each clip's voice only (caption "a face of a woman", no emotion label)."""
-    return edit_series(model, profile, image, [{"caption": source_caption(gender), "audio": w} for _, w in clips])
-
-
-def historical_rows(profile, n: int = 3) -> list:
-    """Held-out CACD rows with a ground-truth photo of the same person at the target age: one per source
-    photo, ageing (target older than source) first, largest age gap first."""
-    from cff_lib.dataset import load_composite
-
-    rows = [s for s in load_composite(profile).split("val") if s.source == "cacd" and s.target_image
-            and s.target_age is not None and s.source_age is not None]
-    if not rows:
-        raise ValueError("no held-out CACD row with a target image")
-    rows.sort(key=lambda s: (s.target_age <= s.source_age, -abs(s.target_age - s.source_age)))
-    seen, out = set(), []
-    for r in rows:
-        if r.image not in seen:
-            seen.add(r.image)
-            out.append(r)
-    return out[:n]
-
-
-@torch.no_grad()
-def historical_reconstruction(model, profile, rows) -> dict[str, torch.Tensor]:
-    """Ageing a reference: source, ClipFaceFusion edit toward the target age, and the real photo at that age."""
-    from cff_lib.preprocessing import load_image
-    from cff_lib.world import data_root
-
-    images, conds = load_rows(profile, rows)
-    d = profile.ddim
-    edited = model.edit(images, conds, d.t0, d.n_gen_steps, n_inv_steps=d.n_inv_steps, spacing=d.spacing)
-    truth = torch.stack([torch.from_numpy(load_image(data_root(profile) / r.target_image, profile.data.image_size))
-                         for r in rows])
-    return {"source": images, "edited": edited, "ground truth": truth}
-
-
-# ------------------------------------------------------------------------------------------ tables and report
-def scenario_table(resolved: Sequence[ResolvedScenario]):
-    """pandas DataFrame naming each Fig. 4 scenario's target, face and clip."""
-    import pandas as pd
-
-    return pd.DataFrame([{"scenario": r.scenario.name, "caption": r.caption, "target_age": r.scenario.age,
-                          "target_emotion": r.scenario.emotion, "face": r.image, "face_split": r.image_split,
-                          "audio": r.audio, "audio_intensity_code": r.scenario.intensity_code,
-                          "audio_split": r.audio_split} for r in resolved])
-
-
-def quoted_table(tables: Sequence[str] = ("Table 4", "Table 5")):
-    """The paper's printed values (claims ledger), one row per method, in a clearly labelled quoted table."""
-    import pandas as pd
-
-    from cff_lib.claims import load_claims
-
-    rows: dict[tuple[str, str], dict[str, str]] = {}
-    for c in load_claims():
-        if c.table in tables:
-            key = (c.table, c.row)
-            rows.setdefault(key, {"table": c.table, "method": c.row, "source": "paper-reported (quoted)"})
-            rows[key][f"{c.column} {c.direction}".strip()] = c.cell
-    return pd.DataFrame(list(rows.values())).fillna("")
-
-
-REPORT_NAME = "claims_report.md"
-
-
-def write_report(figures_root, ev: Evaluation, profile, ttests=None) -> str:
-    """Write ``figures_root/claims_report.md`` (claims.write_claims_report) and return its text."""
-    from cff_lib.claims import SYNTHETIC_WORLD, load_claims, write_claims_report
-
-    claims = load_claims()
-    measured, reasons = claims_measured(ev, claims, profile, ttests)
-    path = write_claims_report(Path(figures_root) / REPORT_NAME, claims, measured, reasons,
-                               title=f"Paper claims vs regenerated values (profile {profile.name})",
-                               stand_in=SYNTHETIC_WORLD if profile.data.world == "synthetic" else None)
-    return path.read_text()
-
-
-__all__ = ["CFF", "METHODS", "RECON", "SCENARIOS", "TEXT_ONLY", "Evaluation", "Scenario", "age_progression",
-           "audio_clips", "audio_guided", "claims_measured", "edit_series", "emotion_transitions", "eval_pool",
-           "evaluate", "evaluate_cached", "historical_reconstruction", "historical_rows", "integration_sweep",
-           "inversion_fidelity", "load_rows", "paired_values", "psnr", "quoted_table", "resolve_scenarios",
-           "run_methods", "scenario_inputs", "scenario_table", "score", "seed_rows", "ttest_table", "write_report"]
+__all__ = ["CFF", "METHODS", "METRIC_NAMES", "RECON", "SOURCE", "TEXT_ONLY", "Evaluation", "MetricContext",
+           "eval_pool", "evaluate", "evaluate_cached", "integration_sweep", "inversion_fidelity", "method_unets",
+           "metric_context", "paired_values", "pretrained_backbone", "psnr", "run_methods", "score", "seed_rows",
+           "ttest_table"]

@@ -97,7 +97,7 @@ def oracle_targets(profile, rows: Sequence) -> torch.Tensor:
 
 
 def scenario_targets(profile, resolved) -> torch.Tensor:
-    """(B, 3, S, S) oracle targets of resolved Fig. 4 scenarios (``evaluation.resolve_scenarios``): each face
+    """(B, 3, S, S) oracle targets of resolved Fig. 4 scenarios (``qualitative.resolve_scenarios``): each face
     at its scenario's age and emotion (intensity 1 for an intense clip, 0.5 otherwise, as the conditions)."""
     return torch.stack([oracle_image(profile, r.image, float(r.scenario.age), r.scenario.emotion,
                                      1.0 if r.scenario.intensity_code == 2 else 0.5) for r in resolved])

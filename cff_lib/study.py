@@ -632,6 +632,7 @@ def samples_from_evaluation(profile, n_faces: int = 20, seed: int = 0,
     ClipFaceFusion, the text-only baseline (trained now if it is not cached) and the reconstruction."""
     from cff_lib import baselines, evaluation
     from cff_lib.config import load_profile
+    from cff_lib.dataset import load_rows
     from cff_lib.model import load_trained_model
 
     profile = load_profile(profile) if isinstance(profile, (str, os.PathLike)) else profile
@@ -639,7 +640,7 @@ def samples_from_evaluation(profile, n_faces: int = 20, seed: int = 0,
     model = load_trained_model(profile)
     baseline, _ = baselines.load_or_train_baseline(model, profile)
     rows = evaluation.seed_rows(evaluation.eval_pool(profile), seed, n_faces)
-    images, conds = evaluation.load_rows(profile, rows)
+    images, conds = load_rows(profile, rows)
     outs = evaluation.run_methods(model, baseline, images, conds, seed, profile, methods=methods)
     return {m: [(images[i].cpu(), outs[m][i].cpu()) for i in range(images.shape[0])] for m in methods}
 

@@ -91,7 +91,7 @@ def test_bad_input_through_the_api_is_a_clear_error(served, face):
 def test_the_age_strip_endpoint(served, face):
     from gradio_client import Client, handle_file
 
-    from cff_lib.evaluation import AGE_STRIP
+    from cff_lib.qualitative import AGE_STRIP
 
     client = Client(served[1], verbose=False)
     strip = client.predict(handle_file(str(face)), "", "(none)", 1.0, None, 200, 4, api_name="/age_strip")
