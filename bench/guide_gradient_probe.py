@@ -28,10 +28,11 @@ from cff_lib.ages import AGE_MAX, AGE_MIN  # noqa: E402
 from cff_lib.atomic import atomic_path, atomic_write_text  # noqa: E402
 from cff_lib.config import load_profile  # noqa: E402
 from cff_lib.emotions import EMOTIONS  # noqa: E402
-from cff_lib.pretrain_vision import load_vision_models, render_bank  # noqa: E402
+from cff_lib.face_banks import render_bank  # noqa: E402
 from cff_lib.provenance import make_stamp  # noqa: E402
 from cff_lib.referees import load_referees  # noqa: E402
 from cff_lib.robustness import l2_pgd  # noqa: E402
+from cff_lib.vision_models import load_vision_models  # noqa: E402
 
 PROBE_STREAM = 0x9B0BE  # a render stream of its own (the training banks use 1 and 2, the referees theirs)
 

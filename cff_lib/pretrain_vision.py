@@ -17,10 +17,10 @@ and metric built on them means something:
 
 Training data are faces rendered on the fly with :mod:`cff_lib.synthetic_faces` (known labels, unlimited
 identities, per-image background / framing / lighting variation) plus the profile's FFHQ and CACD *train*
-splits. Evaluation (:func:`evaluate_clip`, :func:`evaluate_estimators`, :func:`evaluate_identity`) uses
-identities never trained on: freshly rendered *clean* faces (a separate seed stream) and the manifests'
-*test* splits. Identity verification is reported as TAR at FAR = 1% and the balanced accuracy at that
-threshold, over all genuine and all impostor pairs.
+splits (:func:`training_bank`, built from :mod:`cff_lib.face_banks`). Each trainer scores its model
+(:mod:`cff_lib.vision_heldout`) on identities never trained on (:func:`heldout_banks`): freshly rendered
+*clean* faces (a separate seed stream) and the manifests' *test* splits. The weight files and their loading
+are :mod:`cff_lib.vision_models`, the notebook's figures :mod:`cff_lib.vision_plots`.
 
 Each ``train_*`` is ``(profile, out_dir, *, steps=None, progress=True) -> PretrainReport``; the step counts
 come from :data:`SCALES` (per profile scale), everything is seeded from ``profile.train.seed`` and runs on the
@@ -42,20 +42,16 @@ from tqdm.auto import tqdm
 
 from cff_lib.ages import AGE_MAX, AGE_MIN
 from cff_lib.arcface import synthetic_arcface_config
-from cff_lib.captions import caption_from_attributes, caption_variant
+from cff_lib.captions import caption_variant
 from cff_lib.clip_encoder import synthetic_clip_config
-from cff_lib.emotions import EMOTIONS, valence_arousal
+from cff_lib.emotions import EMOTIONS
 from cff_lib.encoders import EMOTION_PROMPT
 from cff_lib.estimators import synthetic_estimator_config
+from cff_lib.face_banks import FaceBank, concat_banks, dataset_bank, render_bank
+from cff_lib.vision_heldout import evaluate_clip, evaluate_estimators, evaluate_identity, evaluate_vgg
+from cff_lib.vision_models import FILES, VisionModels, load_vision_models, missing_vision_weights, vision_weight_files
 from cff_lib.weights import PretrainReport, save_weights, verified_path
 
-FILES = {"clip": "clip", "age": "age_estimator", "emotion": "emotion_estimator", "arcface": "arcface",
-         "vgg": "vgg"}
-"""create_encoders weight key -> file stem in the weights folder (``<stem>.safetensors``)."""
-FAR = 0.01
-"""False-accept rate at which identity verification is reported."""
-AGE_TOLERANCE = 5.0
-"""Text->image retrieval counts an image as fitting an age in the caption within this many years."""
 _STREAM_TRAIN, _STREAM_HELDOUT = 1, 2  # seed streams of the rendered banks (never overlap)
 _MODEL_CODE = {"clip": 11, "estimators": 12, "arcface": 13, "vgg": 14}  # per-model seed offsets
 
@@ -110,118 +106,12 @@ def scale_for(profile) -> VisionScale:
     return SCALES.get(profile.name, SCALES["toy"])
 
 
-# ------------------------------------------------------------------------------------------ architectures
-# ------------------------------------------------------------------------------------------ face banks
-@dataclass(frozen=True)
-class FaceBank:
-    """Labelled face images held in memory (uint8 to keep them small)."""
-
-    images: torch.Tensor  # (N, 3, S, S) uint8 RGB
-    identity: torch.Tensor  # (N,) int64, contiguous identity ids 0..n_identities-1
-    age: torch.Tensor  # (N,) float32 years
-    emotion: torch.Tensor  # (N,) int64 index into cff_lib.emotions.EMOTIONS
-    intensity: torch.Tensor  # (N,) float32 expression strength in [0, 1]
-    gender: tuple  # (N,) "female" / "male"
-    name: str  # what the bank holds, for tables ("clean held-out renders", ...)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def n_identities(self) -> int:
-        return int(self.identity.max()) + 1 if len(self) else 0
-
-    def floats(self, idx: torch.Tensor | np.ndarray | slice) -> torch.Tensor:
-        """Images ``idx`` as float (B, 3, S, S) in [-1, 1]."""
-        return self.images[idx].float() / 127.5 - 1.0
-
-    def captions(self, idx: Sequence[int] | None = None) -> list[str]:
-        ids = range(len(self)) if idx is None else idx
-        return [caption_from_attributes(float(self.age[i]), EMOTIONS[int(self.emotion[i])], self.gender[i])
-                for i in ids]
-
-    def valence_arousal(self) -> torch.Tensor:
-        """(N, 2) ground-truth valence / arousal."""
-        return torch.tensor([valence_arousal(EMOTIONS[int(e)], float(k))
-                             for e, k in zip(self.emotion, self.intensity, strict=True)], dtype=torch.float32)
-
-    def subset(self, mask: torch.Tensor) -> FaceBank:
-        keep = torch.nonzero(mask).flatten()
-        _, ident = torch.unique(self.identity[keep], return_inverse=True)
-        return FaceBank(self.images[keep], ident, self.age[keep], self.emotion[keep], self.intensity[keep],
-                        tuple(self.gender[i] for i in keep.tolist()), self.name)
+def with_steps(scale: VisionScale, steps: int) -> VisionScale:
+    """``scale`` with every step count set to ``steps`` (tests)."""
+    return replace(scale, clip_steps=steps, estimator_steps=steps, arcface_steps=steps, vgg_steps=steps)
 
 
-def _to_uint8(img) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, S, S)
-
-
-def render_bank(seed: int, stream: int, n_identities: int, per_identity: int, size: int, *, clean: bool,
-                name: str = "", progress: bool = False) -> FaceBank:
-    """``n_identities`` fresh identities x ``per_identity`` renders each (random age 16-99, emotion and
-    intensity; ``clean``: plain render, else per-image variation). Identity i of a stream is always the same."""
-    from cff_lib.synthetic_faces import FaceAttributes, render_face, sample_identity
-
-    if n_identities < 1 or per_identity < 1:
-        raise ValueError(f"n_identities={n_identities} and per_identity={per_identity} must be >= 1")
-    imgs, ident, ages, emos, ints, genders = [], [], [], [], [], []
-    for i in tqdm(range(n_identities), desc=f"render {name or 'faces'}", disable=not progress, leave=False):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED, stream, i]))
-        who = sample_identity(rng)
-        for _ in range(per_identity):
-            age = round(float(rng.uniform(AGE_MIN, AGE_MAX)), 1)
-            e = int(rng.integers(len(EMOTIONS)))
-            k = 1.0 if e == 0 else round(float(rng.uniform(0.3, 1.0)), 2)
-            var = None if clean else int(rng.integers(0, 2**31 - 1))
-            img = render_face(FaceAttributes(who, age, EMOTIONS[e], k), size, variation_seed=var)
-            imgs.append(_to_uint8(img))
-            ident.append(i), ages.append(age), emos.append(e), ints.append(k), genders.append(who.gender)
-    return FaceBank(torch.stack(imgs), torch.tensor(ident), torch.tensor(ages, dtype=torch.float32),
-                    torch.tensor(emos), torch.tensor(ints, dtype=torch.float32), tuple(genders),
-                    name or ("clean renders" if clean else "renders"))
-
-
-def dataset_bank(profile, split: str, datasets: Sequence[str] = ("ffhq", "cacd")) -> FaceBank:
-    """The FFHQ / CACD images of one manifest split (labels from the manifests' ground-truth columns)."""
-    from cff_lib.manifests import manifest_filename, read_manifest
-    from cff_lib.preprocessing import load_image
-    from cff_lib.world import data_root, manifest_dir
-
-    profile = _profile(profile)
-    size, root = profile.data.image_size, data_root(profile)
-    imgs, names, ages, emos, ints, genders = [], [], [], [], [], []
-    for ds in datasets:
-        path = manifest_dir(profile) / manifest_filename(ds)
-        if not path.is_file():
-            raise FileNotFoundError(f"manifest {path} is missing; run notebooks/01_data_assembly "
-                                    f"(cff reproduce --profile {profile.name} --only 01) first")
-        for e in read_manifest(path).split(split):
-            arr = load_image(root / ds / e.path, size)  # (3, S, S) in [-1, 1]
-            imgs.append(torch.from_numpy(np.rint((arr + 1.0) * 127.5).clip(0, 255).astype(np.uint8)))
-            names.append(f"{ds}:{e.label('identity')}")
-            ages.append(float(e.label("age")))
-            emos.append(EMOTIONS.index(e.label("emotion")))
-            ints.append(float(e.label("intensity")))
-            genders.append(e.label("gender"))
-    if not imgs:
-        raise ValueError(f"profile {profile.name!r}: split {split!r} of {list(datasets)} holds no images")
-    _, ident = np.unique(np.array(names), return_inverse=True)
-    return FaceBank(torch.stack(imgs), torch.from_numpy(ident.astype(np.int64)),
-                    torch.tensor(ages, dtype=torch.float32), torch.tensor(emos),
-                    torch.tensor(ints, dtype=torch.float32), tuple(genders), f"{'+'.join(datasets)} {split} split")
-
-
-def concat_banks(banks: Sequence[FaceBank], name: str) -> FaceBank:
-    """One bank from several; identity ids are offset so that banks never share an identity."""
-    offset, ids = 0, []
-    for b in banks:
-        ids.append(b.identity + offset)
-        offset += b.n_identities
-    return FaceBank(torch.cat([b.images for b in banks]), torch.cat(ids), torch.cat([b.age for b in banks]),
-                    torch.cat([b.emotion for b in banks]), torch.cat([b.intensity for b in banks]),
-                    tuple(g for b in banks for g in b.gender), name)
-
-
+# ------------------------------------------------------------------------------------------ the profile's face banks
 _BANK_CACHE: dict[tuple, FaceBank] = {}
 
 
@@ -312,6 +202,13 @@ def _batch(rng: np.random.Generator, n: int, b: int) -> torch.Tensor:
 
 def _summary(metrics: dict, prefix: str, bank_key: str) -> dict:
     return {f"{prefix}{k}_{bank_key}": v for k, v in metrics.items()}
+
+
+def _heldout_metrics(profile, fn: Callable[[FaceBank], dict], prefix: str, progress: bool) -> dict:
+    out = {}
+    for key, bank in heldout_banks(profile, progress=progress).items():
+        out.update(_summary(fn(bank), prefix, key))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ CLIP
@@ -526,162 +423,7 @@ def train_perceptual_vgg(profile, out_dir, *, steps: int | None = None, progress
                           (str(out_dir / f"{FILES['vgg']}.safetensors"),), tuple(loss_curve(losses)))
 
 
-# ------------------------------------------------------------------------------------------ evaluation
-@dataclass(frozen=True)
-class HeldoutScores:
-    """Held-out metrics of one model on one bank, plus the raw arrays the notebook's figures need."""
-
-    metrics: dict  # name -> float
-    details: dict  # name -> numpy array (predictions, scores, ROC, confusion matrix)
-
-
-def _heldout_metrics(profile, fn: Callable[[FaceBank], dict], prefix: str, progress: bool) -> dict:
-    out = {}
-    for key, bank in heldout_banks(profile, progress=progress).items():
-        out.update(_summary(fn(bank), prefix, key))
-    return out
-
-
-@torch.no_grad()
-def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], bank: FaceBank, chunk: int = 256) -> torch.Tensor:
-    return torch.cat([fn(bank.floats(slice(i, i + chunk))) for i in range(0, len(bank), chunk)])
-
-
-@torch.no_grad()
-def evaluate_clip(clip, bank: FaceBank) -> HeldoutScores:
-    """Text->image retrieval over the bank (every image's caption queries all images of the bank).
-
-    ``t2i_top1``: the top image fits the caption (same emotion and gender, age within AGE_TOLERANCE);
-    ``t2i_top1_chance``: the same for a random image; ``t2i_top1_exact``: the top image is the caption's own
-    image; ``zero_shot_emotion_acc``: argmax over the eight ``EMOTION_PROMPT`` texts.
-    """
-    img = _chunked(clip.encode_image, bank)  # (N, 512)
-    caps = bank.captions()
-    txt = torch.cat([clip.encode_text(caps[i:i + 256]) for i in range(0, len(caps), 256)])  # (N, 512)
-    sim = txt @ img.T  # (N queries, N images)
-    top = sim.argmax(dim=1)
-    fits = ((bank.emotion[:, None] == bank.emotion[None]) & ((bank.age[:, None] - bank.age[None]).abs()
-                                                              <= AGE_TOLERANCE))
-    g = torch.tensor([x == "female" for x in bank.gender])
-    fits &= g[:, None] == g[None]
-    prompts = clip.encode_text([EMOTION_PROMPT.format(e) for e in EMOTIONS])  # (8, 512)
-    zs = (img @ prompts.T).argmax(dim=1)
-    metrics = {"t2i_top1": float(fits[torch.arange(len(bank)), top].float().mean()),
-               "t2i_top1_chance": float(fits.float().mean()),
-               "t2i_top1_exact": float((top == torch.arange(len(bank))).float().mean()),
-               "zero_shot_emotion_acc": float((zs == bank.emotion).float().mean())}
-    return HeldoutScores(metrics, {"similarity": sim.numpy(), "top": top.numpy(), "captions": np.array(caps)})
-
-
-@torch.no_grad()
-def evaluate_estimators(age_net, emo_net, bank: FaceBank) -> HeldoutScores:
-    """Age MAE (years), emotion accuracy, per-class accuracy, valence/arousal MAE and the confusion matrix."""
-    ages = _chunked(lambda x: age_net(x).age, bank)
-    logits = _chunked(lambda x: emo_net(x).logits, bank)
-    va = _chunked(lambda x: emo_net(x).valence_arousal, bank)
-    pred = logits.argmax(dim=1)
-    conf = np.zeros((len(EMOTIONS), len(EMOTIONS)), dtype=np.int64)
-    np.add.at(conf, (bank.emotion.numpy(), pred.numpy()), 1)
-    metrics = {"age_mae": float((ages - bank.age).abs().mean()),
-               "emotion_accuracy": float((pred == bank.emotion).float().mean()),
-               "va_mae": float((va - bank.valence_arousal()).abs().mean())}
-    for k, e in enumerate(EMOTIONS):
-        n = conf[k].sum()
-        if n:
-            metrics[f"emotion_accuracy_{e}"] = float(conf[k, k] / n)
-    return HeldoutScores(metrics, {"age_true": bank.age.numpy(), "age_pred": ages.numpy(), "confusion": conf,
-                                "emotion_true": bank.emotion.numpy(), "emotion_pred": pred.numpy()})
-
-
-def verification(embeddings: torch.Tensor, identity: torch.Tensor, far: float = FAR) -> HeldoutScores:
-    """Verification over all pairs of a bank: genuine = same identity, impostor = different identities.
-
-    ``tar_at_far``: share of genuine pairs accepted at the threshold that accepts ``far`` of the impostors;
-    ``accuracy_at_far``: balanced accuracy at that threshold, (TAR + 1 - FAR_actual) / 2; ``eer``: equal
-    error rate; ``auc``: area under the ROC.
-    """
-    if not 0.0 < far < 1.0:
-        raise ValueError(f"far={far} must lie in (0, 1)")
-    emb = F.normalize(embeddings.float(), dim=-1)
-    sim = emb @ emb.T
-    iu = torch.triu_indices(len(emb), len(emb), offset=1)
-    scores = sim[iu[0], iu[1]].numpy()
-    same = (identity[iu[0]] == identity[iu[1]]).numpy()
-    gen, imp = scores[same], scores[~same]
-    if len(gen) == 0 or len(imp) == 0:
-        raise ValueError("verification needs at least one genuine and one impostor pair")
-    thr = float(np.quantile(imp, 1.0 - far, method="higher"))
-    tar = float((gen > thr).mean())
-    far_actual = float((imp > thr).mean())
-    order = np.sort(np.unique(np.concatenate([gen, imp])))[::-1]
-    tpr = np.concatenate([[0.0], np.searchsorted(np.sort(-gen), -order, side="right") / len(gen)])
-    fpr = np.concatenate([[0.0], np.searchsorted(np.sort(-imp), -order, side="right") / len(imp)])
-    eer_i = int(np.argmin(np.abs(fpr - (1 - tpr))))
-    metrics = {"tar_at_far": tar, "accuracy_at_far": 0.5 * (tar + 1.0 - far_actual), "threshold": thr,
-               "eer": float(0.5 * (fpr[eer_i] + 1 - tpr[eer_i])), "auc": float(np.trapezoid(tpr, fpr)),
-               "n_genuine": float(len(gen)), "n_impostor": float(len(imp))}
-    return HeldoutScores(metrics, {"fpr": fpr, "tpr": tpr, "genuine": gen, "impostor": imp})
-
-
-@torch.no_grad()
-def evaluate_identity(arcface, bank: FaceBank, far: float = FAR) -> HeldoutScores:
-    """ArcFace verification on a bank of held-out identities (see :func:`verification`)."""
-    return verification(_chunked(arcface, bank), bank.identity, far)
-
-
-@torch.no_grad()
-def evaluate_vgg(net: VGGMultiTask, bank: FaceBank, far: float = FAR) -> HeldoutScores:
-    """The multi-task VGG's held-out emotion accuracy and age MAE (its training heads) and the verification
-    TAR of its pooled features -- evidence that the perceptual features encode faces."""
-    h = _chunked(net.pooled, bank)
-    age = F.softmax(net.age_head(h), dim=-1) @ net.bin_ages
-    emo = net.emotion_head(h).argmax(dim=1)
-    ver = verification(h, bank.identity, far)
-    metrics = {"emotion_accuracy": float((emo == bank.emotion).float().mean()),
-               "age_mae": float((age - bank.age).abs().mean()), "tar_at_far": ver.metrics["tar_at_far"]}
-    return HeldoutScores(metrics, ver.details)
-
-
-# ------------------------------------------------------------------------------------------ loading
-@dataclass(frozen=True)
-class VisionModels:
-    """The trained synthetic vision backends, hash-checked and frozen."""
-
-    clip: object  # cff_lib.clip_encoder.ClipEncoder
-    age: object  # cff_lib.estimators.AgeEstimator
-    emotion: object  # cff_lib.estimators.EmotionEstimator
-    arcface: object  # cff_lib.arcface.ArcFace
-    vgg: object  # cff_lib.vgg_perceptual.PerceptualVGG
-
-
-def vision_weight_files(out_dir) -> dict[str, Path]:
-    """create_encoders weight key -> safetensors path in ``out_dir``."""
-    return {k: Path(out_dir) / f"{stem}.safetensors" for k, stem in FILES.items()}
-
-
-def missing_vision_weights(out_dir) -> list[str]:
-    """Keys of FILES whose safetensors or provenance record is absent from ``out_dir``."""
-    from cff_lib.weights import weight_paths as _pair
-
-    return [k for k, p in vision_weight_files(out_dir).items() if not all(q.is_file() for q in _pair(p))]
-
-
-def load_vision_models(out_dir) -> VisionModels:
-    """Verify every file's sha256 against its provenance record, then build each model with its factory."""
-    from cff_lib.arcface import create_arcface
-    from cff_lib.clip_encoder import create_clip
-    from cff_lib.estimators import create_age_estimator, create_emotion_estimator
-    from cff_lib.vgg_perceptual import create_vgg
-
-    p = {k: verified_path(v) for k, v in vision_weight_files(out_dir).items()}
-    models = VisionModels(create_clip("synthetic", p["clip"]), create_age_estimator("synthetic", p["age"]),
-                          create_emotion_estimator("synthetic", p["emotion"]),
-                          create_arcface("synthetic", p["arcface"]), create_vgg("synthetic", p["vgg"]))
-    for m in (models.clip, models.age, models.emotion, models.arcface, models.vgg):
-        m.freeze()
-    return models
-
-
+# ------------------------------------------------------------------------------------------ all of them
 TRAINERS: dict[str, Callable[..., PretrainReport]] = {
     "clip": train_clip, "estimators": train_estimators, "arcface": train_arcface, "vgg": train_perceptual_vgg,
 }
@@ -698,26 +440,6 @@ def train_all(profile, out_dir, *, progress: bool = True,
     return {k: fn(profile, out_dir, steps=steps.get(k), progress=progress) for k, fn in TRAINERS.items()}
 
 
-def recorded_loss_curves(out_dir) -> dict[str, list[float]]:
-    """Training-loss curves stored in the provenance records (available without retraining)."""
-    from cff_lib.weights import read_record
-
-    names = {"clip": "clip", "estimators": "age", "arcface": "arcface", "vgg": "vgg"}
-    files = vision_weight_files(out_dir)
-    return {k: list(read_record(files[v]).config.get("loss_curve", [])) for k, v in names.items()}
-
-
-def with_steps(scale: VisionScale, steps: int) -> VisionScale:
-    """``scale`` with every step count set to ``steps`` (tests)."""
-    return replace(scale, clip_steps=steps, estimator_steps=steps, arcface_steps=steps, vgg_steps=steps)
-
-
-# ------------------------------------------------------------------------------------------ notebook helpers
-TARGETS = {"emotion_accuracy": ">= 0.95", "age_mae": "<= 5 years", "tar_at_far": ">= 0.95",
-           "accuracy_at_far": ">= 0.95"}
-"""The issue's targets on clean renders (metric name -> target as text)."""
-
-
 def ensure_vision_models(profile, out_dir, *, retrain: bool = False, progress: bool = True
                          ) -> tuple[VisionModels, dict[str, PretrainReport]]:
     """Train (and write with provenance) when ``retrain`` or any weight file is missing; then verify every
@@ -729,165 +451,3 @@ def ensure_vision_models(profile, out_dir, *, retrain: bool = False, progress: b
     if problems:
         raise ValueError("weight files do not match their provenance records:\n" + "\n".join(problems))
     return load_vision_models(out_dir), reports
-
-
-@torch.no_grad()
-def evaluate_all(models: VisionModels, banks: dict[str, FaceBank]) -> dict[str, dict[str, HeldoutScores]]:
-    """Every held-out evaluation: ``{"clip"|"estimators"|"arcface"|"vgg": {bank key: HeldoutScores}}``.
-    The VGG row is the verification of its pooled relu3_3/relu4_3 features (its training heads are not kept)."""
-    def vgg_embed(x):
-        return torch.cat([m.mean(dim=(2, 3)) for m in models.vgg(x).values()], dim=1)
-
-    out: dict[str, dict[str, HeldoutScores]] = {"clip": {}, "estimators": {}, "arcface": {}, "vgg": {}}
-    for key, bank in banks.items():
-        out["clip"][key] = evaluate_clip(models.clip, bank)
-        out["estimators"][key] = evaluate_estimators(models.age, models.emotion, bank)
-        out["arcface"][key] = evaluate_identity(models.arcface, bank)
-        out["vgg"][key] = verification(_chunked(vgg_embed, bank), bank.identity)
-    return out
-
-
-_TABLE_ROWS = (  # (model label, evaluation key, metric, shown name)
-    ("CLIP", "clip", "t2i_top1", "text->image top-1 (fits caption)"),
-    ("CLIP", "clip", "t2i_top1_chance", "  chance level of the above"),
-    ("CLIP", "clip", "t2i_top1_exact", "text->image top-1 (own image)"),
-    ("CLIP", "clip", "zero_shot_emotion_acc", "zero-shot emotion accuracy"),
-    ("AgeEst", "estimators", "age_mae", "age MAE (years)"),
-    ("EmoEst", "estimators", "emotion_accuracy", "emotion accuracy"),
-    ("EmoEst", "estimators", "va_mae", "valence/arousal MAE"),
-    ("ArcFace", "arcface", "tar_at_far", "TAR @ FAR=1%"),
-    ("ArcFace", "arcface", "accuracy_at_far", "verification accuracy @ FAR=1%"),
-    ("ArcFace", "arcface", "eer", "equal error rate"),
-    ("VGG (pooled features)", "vgg", "tar_at_far", "TAR @ FAR=1%"),
-)
-
-
-def metrics_table(evals: dict[str, dict[str, HeldoutScores]], extra: dict[str, dict[str, float]] | None = None):
-    """A DataFrame: model, metric, one column per bank, target. ``extra``: {model: {metric: value}} rows
-    measured on another held-out set (e.g. the audio encoder's held-out speakers), in their own column."""
-    import pandas as pd
-
-    banks = list(next(iter(evals.values())))
-    labels = _bank_labels(banks)
-    rows = []
-    for label, key, metric, shown in _TABLE_ROWS:
-        row = {"model": label, "metric": shown}
-        row.update({name: evals[key][b].metrics.get(metric, float("nan"))
-                    for b, name in zip(banks, labels, strict=True)})
-        row["target (clean)"] = TARGETS.get(metric, "") if key != "vgg" else ""
-        rows.append(row)
-    for model, metrics in (extra or {}).items():
-        for metric, value in metrics.items():
-            if metric.endswith(("_clips", "_speakers", "_s")):  # counts and timings are not metrics
-                continue
-            rows.append({"model": model, "metric": metric, "other held-out set": float(value),
-                         "target (clean)": ""})
-    return pd.DataFrame(rows)
-
-
-def _bank_labels(banks: Sequence[str]) -> list[str]:
-    names = {"clean": "clean held-out renders", "test": "ffhq+cacd test split"}
-    return [names.get(b, b) for b in banks]
-
-
-def failing_classes(evals: dict[str, dict[str, HeldoutScores]], bank: str = "clean", below: float = 0.95) -> dict:
-    """Emotion classes whose held-out accuracy is under ``below`` (what to report if a target is missed)."""
-    m = evals["estimators"][bank].metrics
-    return {e: m[f"emotion_accuracy_{e}"] for e in EMOTIONS
-            if f"emotion_accuracy_{e}" in m and m[f"emotion_accuracy_{e}"] < below}
-
-
-# ------------------------------------------------------------------------------------------ figures
-def plot_clip_retrieval(clip, bank: FaceBank, n_queries: int = 6, k: int = 4, seed: int = 0):
-    """For a few captions of the bank, the k images CLIP ranks highest (green: fits the caption)."""
-    import matplotlib.pyplot as plt
-
-    ev = evaluate_clip(clip, bank)
-    rng = np.random.default_rng(seed)
-    queries = rng.choice(len(bank), size=min(n_queries, len(bank)), replace=False)
-    fig, axes = plt.subplots(len(queries), k, figsize=(1.5 * k + 2.6, 1.5 * len(queries)), squeeze=False)
-    for r, q in enumerate(queries):
-        order = np.argsort(-ev.details["similarity"][q])[:k]
-        for c, i in enumerate(order):
-            ax = axes[r, c]
-            ax.imshow(bank.images[i].permute(1, 2, 0).numpy())
-            ok = (bank.emotion[i] == bank.emotion[q] and abs(float(bank.age[i] - bank.age[q])) <= AGE_TOLERANCE
-                  and bank.gender[i] == bank.gender[q])
-            for s in ax.spines.values():
-                s.set(color="tab:green" if ok else "tab:red", linewidth=3)
-            ax.set_xticks([]), ax.set_yticks([])
-            ax.set_xlabel(f"{int(bank.age[i])} {EMOTIONS[int(bank.emotion[i])]}", fontsize=6)
-        axes[r, 0].set_ylabel(ev.details["captions"][q].replace(" ", "\n", 2), fontsize=7, rotation=0,
-                              ha="right", va="center")
-    fig.suptitle(f"CLIP text->image retrieval, {bank.name} (top-{k}; green = fits the caption)", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_age_scatter(evals: dict[str, dict[str, HeldoutScores]]):
-    """True vs estimated age for each held-out bank."""
-    import matplotlib.pyplot as plt
-
-    banks = list(evals["estimators"])
-    fig, axes = plt.subplots(1, len(banks), figsize=(4 * len(banks), 4), squeeze=False)
-    for ax, b, label in zip(axes[0], banks, _bank_labels(banks), strict=True):
-        ev = evals["estimators"][b]
-        ax.scatter(ev.details["age_true"], ev.details["age_pred"], s=6, alpha=0.5)
-        ax.plot([AGE_MIN, AGE_MAX], [AGE_MIN, AGE_MAX], color="k", lw=1, ls="--")
-        ax.set(xlabel="true age (years)", ylabel="AgeEst (years)",
-               title=f"{label}\nMAE {ev.metrics['age_mae']:.2f} y (n={len(ev.details['age_true'])})")
-    fig.tight_layout()
-    return fig
-
-
-def plot_emotion_confusion(evals: dict[str, dict[str, HeldoutScores]]):
-    """Row-normalised emotion confusion matrices (seaborn heatmaps), one per held-out bank."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    banks = list(evals["estimators"])
-    fig, axes = plt.subplots(1, len(banks), figsize=(5.2 * len(banks), 4.4), squeeze=False)
-    for ax, b, label in zip(axes[0], banks, _bank_labels(banks), strict=True):
-        ev = evals["estimators"][b]
-        conf = ev.details["confusion"].astype(float)
-        norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
-        sns.heatmap(norm, ax=ax, vmin=0, vmax=1, cmap="Blues", annot=True, fmt=".2f", annot_kws={"size": 6},
-                    xticklabels=EMOTIONS, yticklabels=EMOTIONS, cbar=False)
-        ax.set(xlabel="EmoEst", ylabel="true emotion",
-               title=f"{label}: accuracy {ev.metrics['emotion_accuracy']:.3f}")
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_identity_roc(evals: dict[str, dict[str, HeldoutScores]], far: float = FAR):
-    """Verification ROC of ArcFace and of the VGG's pooled features on each held-out bank."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4.2))
-    banks = list(evals["arcface"])
-    for model, ls in (("arcface", "-"), ("vgg", ":")):
-        for b, label in zip(banks, _bank_labels(banks), strict=True):
-            ev = evals[model][b]
-            name = "ArcFace" if model == "arcface" else "VGG pooled"
-            ax.plot(np.maximum(ev.details["fpr"], 1e-5), ev.details["tpr"], ls=ls,
-                    label=f"{name}, {label}: TAR {ev.metrics['tar_at_far']:.3f}")
-    ax.axvline(far, color="0.5", lw=0.8)
-    ax.set(xscale="log", xlim=(1e-4, 1), ylim=(0, 1.01), xlabel="false accept rate",
-           ylabel="true accept rate", title=f"identity verification (TAR at FAR = {far:.0%})")
-    ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    return fig
-
-
-def plot_loss_curves(curves: dict[str, Sequence[float]]):
-    """Training-loss curves (one panel per model; x = fraction of training)."""
-    import matplotlib.pyplot as plt
-
-    curves = {k: v for k, v in curves.items() if len(v)}
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 2.8), squeeze=False)
-    for ax, (name, curve) in zip(axes[0], curves.items(), strict=True):
-        ax.plot(np.linspace(0, 1, len(curve)), curve)
-        ax.set(title=name, xlabel="fraction of training", ylabel="loss")
-    fig.tight_layout()
-    return fig

@@ -435,7 +435,7 @@ def scale_for(profile) -> RefereeScale:
 
 def referee_bank(profile, *, progress: bool = False):
     """The referees' training renders: their own seed stream, varied renders (never the world's files)."""
-    from cff_lib.pretrain_vision import render_bank
+    from cff_lib.face_banks import render_bank
 
     sc = scale_for(profile)
     return render_bank(profile.train.seed + REFEREE_SEED_OFFSET, REFEREE_STREAM, sc.n_identities,
@@ -447,7 +447,7 @@ def realism_reference(profile, n: int) -> torch.Tensor:
     """``n`` fresh renders (B, 3, S, S) in [-1, 1] of new identities, one image each, drawn like the world's
     FFHQ faces (random age, emotion, per-image variation): what "real" means for realism (KID / Fréchet
     distance). A pure function of (profile seed, n, size); never a file of the world, never a training render."""
-    from cff_lib.pretrain_vision import render_bank
+    from cff_lib.face_banks import render_bank
 
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n={n!r} must be an integer >= 2 (a covariance needs two images)")
@@ -542,7 +542,7 @@ def train_clip_referee(profile, bank, steps: int, *, progress: bool = True) -> t
 @torch.no_grad()
 def _judge_scores(age, emotion, verifier, clip, bank) -> dict[str, float]:
     """One set of judges (age and emotion readers, a verifier, a text-image model) scored on one bank."""
-    from cff_lib.pretrain_vision import evaluate_clip, evaluate_estimators, evaluate_identity
+    from cff_lib.vision_heldout import evaluate_clip, evaluate_estimators, evaluate_identity
 
     est = evaluate_estimators(age, emotion, bank).metrics
     ver = evaluate_identity(verifier, bank, FAR).metrics
@@ -568,7 +568,7 @@ def evaluate_referees(models: dict[str, nn.Module], banks: dict) -> dict[str, fl
 
 
 def _degraded(bank):
-    from cff_lib.pretrain_vision import FaceBank
+    from cff_lib.face_banks import FaceBank
 
     x = ((corrupt(bank.floats(slice(None))) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     return FaceBank(x, bank.identity, bank.age, bank.emotion, bank.intensity, bank.gender, bank.name + " (degraded)")

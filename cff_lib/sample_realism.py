@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from cff_lib import metrics
+from cff_lib.face_banks import render_bank
 from cff_lib.pretrain_ddpm import ddpm_samples
-from cff_lib.pretrain_vision import render_bank
 from cff_lib.referees import REFEREE_SEED_OFFSET, realism_reference
 
 FLOOR_STREAM = 0xF100D  # render stream of the floor set (realism_reference uses its own)

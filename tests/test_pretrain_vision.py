@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from cff_lib import face_banks, vision_heldout, vision_models
 from cff_lib import pretrain_vision as pv
 from cff_lib.weights import read_record, verify_weights
 
@@ -26,23 +27,23 @@ def _falls(losses, k=5):
 
 
 def test_render_bank_is_deterministic_and_labelled():
-    a = pv.render_bank(1, 1, 3, 2, 32, clean=True)
-    b = pv.render_bank(1, 1, 3, 2, 32, clean=True)
+    a = face_banks.render_bank(1, 1, 3, 2, 32, clean=True)
+    b = face_banks.render_bank(1, 1, 3, 2, 32, clean=True)
     assert torch.equal(a.images, b.images) and a.images.shape == (6, 3, 32, 32)
     assert a.identity.tolist() == [0, 0, 1, 1, 2, 2] and len(a.captions()) == 6
-    c = pv.render_bank(1, 2, 3, 2, 32, clean=True)
+    c = face_banks.render_bank(1, 2, 3, 2, 32, clean=True)
     assert not torch.equal(a.images, c.images)  # another stream: other identities
     with pytest.raises(ValueError, match="n_identities"):
-        pv.render_bank(1, 1, 0, 2, 32, clean=True)
+        face_banks.render_bank(1, 1, 0, 2, 32, clean=True)
 
 
 def test_verification_metrics():
     ident = torch.tensor([0, 0, 1, 1, 2, 2])
     perfect = torch.nn.functional.one_hot(ident, 3).float() + 0.01 * torch.randn(6, 3)
-    ev = pv.verification(perfect, ident, far=0.1)
+    ev = vision_heldout.verification(perfect, ident, far=0.1)
     assert ev.metrics["tar_at_far"] == 1.0 and ev.metrics["auc"] > 0.99
     with pytest.raises(ValueError, match="far"):
-        pv.verification(perfect, ident, far=1.5)
+        vision_heldout.verification(perfect, ident, far=1.5)
 
 
 def test_paper_profile_is_refused():
@@ -96,13 +97,13 @@ def test_train_arcface_and_vgg_then_load(tiny, tmp_path):
     rv = pv.train_perceptual_vgg(tiny, tmp_path, progress=False)
     assert _falls(ra.losses) and _falls(rv.losses)
     assert ra.metrics["arcface_auc_clean"] > 0.5
-    assert sorted(pv.missing_vision_weights(tmp_path)) == ["age", "clip", "emotion"]
+    assert sorted(vision_models.missing_vision_weights(tmp_path)) == ["age", "clip", "emotion"]
     pv.train_clip(tiny, tmp_path, steps=2, progress=False)
     pv.train_estimators(tiny, tmp_path, steps=2, progress=False)
-    assert pv.missing_vision_weights(tmp_path) == [] and verify_weights(tmp_path) == []
-    models = pv.load_vision_models(tmp_path)
+    assert vision_models.missing_vision_weights(tmp_path) == [] and verify_weights(tmp_path) == []
+    models = vision_models.load_vision_models(tmp_path)
     assert models.arcface.frozen and models.vgg.channels["conv4_3"] == 128
-    assert set(pv.recorded_loss_curves(tmp_path)) == set(pv.TRAINERS)
+    assert set(vision_models.recorded_loss_curves(tmp_path)) == set(pv.TRAINERS)
 
 
 def test_with_steps():

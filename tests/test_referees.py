@@ -31,7 +31,7 @@ needs_shipped = pytest.mark.skipif(not SHIPPED, reason="the toy referees are not
 
 # ------------------------------------------------------------------------------------------ never trained against
 TRAINING_MODULES = ("training", "losses", "model", "baselines", "fusion", "pretrain_vision", "pretrain_audio",
-                    "pretrain_ddpm", "conditional_unet", "encoders")
+                    "pretrain_ddpm", "conditional_unet", "encoders", "face_banks", "vision_heldout", "vision_models")
 
 
 @pytest.mark.parametrize("name", TRAINING_MODULES)
@@ -169,7 +169,7 @@ def test_oracle_keeps_the_identity_by_the_referee_verifier():
 @needs_shipped
 def test_pgd_against_a_guide_moves_the_guide_far_more_than_the_referee():
     from cff_lib.emotions import EMOTIONS
-    from cff_lib.pretrain_vision import load_vision_models
+    from cff_lib.vision_models import load_vision_models
 
     torch.set_num_threads(2)
     guides = load_vision_models(TOY_WEIGHTS)

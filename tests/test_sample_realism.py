@@ -34,7 +34,7 @@ def test_noise_scores_far_above_the_floor_and_renders_near_it(monkeypatch):
     assert noise["floor_fd"] > 0 and noise["fd_ratio"] > 5, noise
     assert noise["sample_saturated_fraction"] > noise["floor_saturated_fraction"]
     # a "perfect" generator (more renders drawn the same way) lands near the floor: the score can pass
-    from cff_lib.pretrain_vision import render_bank
+    from cff_lib.face_banks import render_bank
 
     perfect = render_bank(CI.train.seed, 0xABC, 24, 1, 32, clean=False).floats(slice(None))
     monkeypatch.setattr(sample_realism, "ddpm_samples", lambda *a, **k: perfect)
