@@ -62,7 +62,6 @@ class IResNetConfig:
 
 
 IRESNET50 = IResNetConfig()
-IRESNET_SYNTHETIC = IResNetConfig(layers=(1, 1, 1, 1), widths=(16, 32, 64, 128))
 
 
 def synthetic_arcface_config(image_size: int) -> IResNetConfig:
@@ -229,15 +228,16 @@ def load_iresnet_state(path: str | os.PathLike, config: IResNetConfig | None = N
 
 
 def create_arcface(backend: str, checkpoint: str | os.PathLike | None = None,
-                   config: IResNetConfig | None = None) -> ArcFace:
+                   config: IResNetConfig | None = None, image_size: int = 64) -> ArcFace:
     """ArcFace of a backend: "pretrained" = iresnet50 from ``checkpoint`` (required); "synthetic" = the small
-    IResNet from ``checkpoint`` if given, else random init (``config`` overrides the architecture)."""
+    IResNet from ``checkpoint`` if given, else random init of :func:`synthetic_arcface_config` at
+    ``image_size`` (``config`` overrides the architecture)."""
     check_backend(backend)
     if backend == "pretrained":
         path = require_file("ArcFace iresnet50", checkpoint, HOW_TO_GET)
         return ArcFace(load_iresnet_state(path, config or IRESNET50).eval())
     if checkpoint is None:
-        return ArcFace(IResNet(config or IRESNET_SYNTHETIC).eval())
+        return ArcFace(IResNet(config or synthetic_arcface_config(image_size)).eval())
     path = require_file("synthetic ArcFace", checkpoint, "Train one with this project (ArcFace.save) first.")
     return ArcFace(load_iresnet_state(path, config).eval())
 

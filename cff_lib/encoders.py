@@ -308,10 +308,10 @@ def create_encoders(
     mm = MultiModalEncoder(clip, audio, head, image_size=image_size)
     if w["multimodal"] is not None:
         load_multimodal_heads(mm, w["multimodal"])
-    arc = create_arcface(backend, w["arcface"])
+    arc = create_arcface(backend, w["arcface"], image_size=image_size)
     vgg = create_vgg(backend, w["vgg"])
-    age = create_age_estimator(backend, w["age"], allow_untrained=True)
-    emo = create_emotion_estimator(backend, w["emotion"], allow_untrained=True)
+    age = create_age_estimator(backend, w["age"], allow_untrained=True, image_size=image_size)
+    emo = create_emotion_estimator(backend, w["emotion"], allow_untrained=True, image_size=image_size)
     if frozen:
         for m in (clip, audio, head, arc, vgg, age, emo):
             m.freeze()

@@ -62,7 +62,6 @@ class EstimatorConfig:
     feature_dim: int = 512  # AgeEst / EmoEst feature size (R^512)
 
 
-SYNTHETIC_ESTIMATOR = EstimatorConfig()
 PRETRAINED_ESTIMATOR = EstimatorConfig(widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), input_size=112)
 
 
@@ -135,7 +134,7 @@ class AgeEstimator(Freezable):
 
     kind = "AgeEstimator"
 
-    def __init__(self, config: EstimatorConfig = SYNTHETIC_ESTIMATOR):
+    def __init__(self, config: EstimatorConfig):
         super().__init__()
         self.config = config
         self.backbone = FaceAttributeCNN(config)
@@ -158,7 +157,7 @@ class EmotionEstimator(Freezable):
 
     kind = "EmotionEstimator"
 
-    def __init__(self, config: EstimatorConfig = SYNTHETIC_ESTIMATOR):
+    def __init__(self, config: EstimatorConfig):
         super().__init__()
         self.config = config
         self.backbone = FaceAttributeCNN(config)
@@ -175,16 +174,16 @@ class EmotionEstimator(Freezable):
         return save_safetensors(self, path, self.config, kind=self.kind)
 
 
-def _create(cls, backend: str, checkpoint, allow_untrained: bool, how: str, what: str):
+def _create(cls, backend: str, checkpoint, allow_untrained: bool, how: str, what: str, image_size: int):
     check_backend(backend)
+    default = PRETRAINED_ESTIMATOR if backend == "pretrained" else synthetic_estimator_config(image_size)
     if checkpoint is None:
         if backend == "pretrained" and not allow_untrained:
             raise missing_weights(what, None, how)
-        return cls(PRETRAINED_ESTIMATOR if backend == "pretrained" else SYNTHETIC_ESTIMATOR).eval()
+        return cls(default).eval()
     path = require_file(what, checkpoint, how)
     state, cfg = read_safetensors(path, kind=cls.kind)
-    model = cls(config_from_dict(EstimatorConfig, cfg) if cfg else
-                (PRETRAINED_ESTIMATOR if backend == "pretrained" else SYNTHETIC_ESTIMATOR))
+    model = cls(config_from_dict(EstimatorConfig, cfg) if cfg else default)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -193,17 +192,18 @@ def _create(cls, backend: str, checkpoint, allow_untrained: bool, how: str, what
 
 
 def create_age_estimator(backend: str, checkpoint: str | os.PathLike | None = None,
-                         allow_untrained: bool = False) -> AgeEstimator:
+                         allow_untrained: bool = False, image_size: int = 64) -> AgeEstimator:
     """AgeEst of a backend from a safetensors ``checkpoint`` (architecture read from its metadata). Without a
-    checkpoint: "synthetic" -> random init; "pretrained" -> FileNotFoundError unless ``allow_untrained``."""
+    checkpoint: "synthetic" -> random init of :func:`synthetic_estimator_config` at ``image_size``;
+    "pretrained" -> FileNotFoundError unless ``allow_untrained`` (then :data:`PRETRAINED_ESTIMATOR`)."""
     how = HOW_TO_GET.format(model="DeepFace age model", task="age regressor on CACD", cls="AgeEstimator",
                             file=AGE_FILE, key="age")
-    return _create(AgeEstimator, backend, checkpoint, allow_untrained, how, "age estimator")
+    return _create(AgeEstimator, backend, checkpoint, allow_untrained, how, "age estimator", image_size)
 
 
 def create_emotion_estimator(backend: str, checkpoint: str | os.PathLike | None = None,
-                             allow_untrained: bool = False) -> EmotionEstimator:
+                             allow_untrained: bool = False, image_size: int = 64) -> EmotionEstimator:
     """EmoEst of a backend; as :func:`create_age_estimator`."""
     how = HOW_TO_GET.format(model="EmoRec emotion model", task="emotion recogniser on RAVDESS + FER2013",
                             cls="EmotionEstimator", file=EMOTION_FILE, key="emotion")
-    return _create(EmotionEstimator, backend, checkpoint, allow_untrained, how, "emotion estimator")
+    return _create(EmotionEstimator, backend, checkpoint, allow_untrained, how, "emotion estimator", image_size)

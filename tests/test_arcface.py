@@ -32,7 +32,7 @@ def _randomise_bn(model):
 @pytest.fixture(scope="module")
 def arc():
     torch.manual_seed(0)
-    return _randomise_bn(create_arcface("synthetic"))
+    return _randomise_bn(create_arcface("synthetic", image_size=112))  # 112: what insightface needs (ONNX tests)
 
 
 def test_shapes_norms_and_resize(arc):

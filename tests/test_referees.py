@@ -99,11 +99,12 @@ def test_paper_world_without_referees_fails_clearly(tmp_path):
 
 
 def test_referee_file_of_another_architecture_is_named(tmp_path):
-    from cff_lib.estimators import AgeEstimator
+    from cff_lib.estimators import AgeEstimator, synthetic_estimator_config
     from cff_lib.weights import save_weights
 
     _save_random(tmp_path)
-    save_weights(AgeEstimator(), tmp_path / "referee_attributes", profile=TOY, command="tests", metrics={})
+    save_weights(AgeEstimator(synthetic_estimator_config(32)), tmp_path / "referee_attributes", profile=TOY,
+                 command="tests", metrics={})
     with pytest.raises(ValueError, match="referee_attributes.safetensors"):
         referees.load_referees(tmp_path)
     # right class name, wrong widths
