@@ -106,6 +106,13 @@ def test_train_arcface_and_vgg_then_load(tiny, tmp_path):
     assert set(vision_models.recorded_loss_curves(tmp_path)) == set(pv.TRAINERS)
 
 
-def test_with_steps():
-    s = pv.with_steps(TINY, 3)
-    assert (s.clip_steps, s.vgg_steps) == (3, 3) and replace(s, batch_size=2).batch_size == 2
+def test_with_steps_sets_the_step_count_every_trainer_runs(monkeypatch, tmp_path):
+    """with_steps must reach each trainer's own step field: train_all with the scale's defaults then runs two
+    optimiser steps per model, no more, no fewer (a field left out, or a trainer reading another, fails)."""
+    monkeypatch.setitem(pv.SCALES, "ci", pv.with_steps(replace(TINY, n_heldout_identities=2), 2))
+    pv._BANK_CACHE.clear()
+    try:
+        reports = pv.train_all("ci", tmp_path, progress=False)
+    finally:
+        pv._BANK_CACHE.clear()
+    assert {k: (r.steps, len(r.losses)) for k, r in reports.items()} == {k: (2, 2) for k in pv.TRAINERS}

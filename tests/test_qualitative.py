@@ -1,17 +1,12 @@
 """cff_lib.qualitative: the Fig. 4 scenarios resolved to held-out faces and clips (the ci world)."""
+import pytest
+import torch
+
 from cff_lib import qualitative
+from cff_lib.captions import caption_from_attributes, source_caption
 from cff_lib.config import load_profile
 from cff_lib.emotions import EMOTIONS
-
-
-def test_the_four_fig4_scenarios():
-    s = {x.name: x for x in qualitative.SCENARIOS}
-    assert len(s) == 4
-    assert (s["young–sad"].age, s["young–sad"].gender, s["young–sad"].emotion) == (25, "female", "sad")
-    assert (s["middle-aged–happy"].age, s["middle-aged–happy"].gender) == (45, "male")
-    assert (s["elderly–neutral"].age, s["elderly–neutral"].emotion) == (70, "neutral")
-    angry = s["angry, intense audio"]
-    assert (angry.age, angry.gender, angry.emotion, angry.intensity_code) == (30, "male", "angry", 2)
+from cff_lib.world import ensure_world
 
 
 def test_scenarios_resolve_to_held_out_faces_and_matching_clips():
@@ -25,3 +20,25 @@ def test_scenarios_resolve_to_held_out_faces_and_matching_clips():
     table = qualitative.scenario_table(resolved)
     assert list(table["scenario"]) == [s.name for s in qualitative.SCENARIOS]
 
+
+
+def test_scenario_inputs_carry_each_scenarios_target_face_and_voice():
+    """What the methods are run on: each row's caption, age, emotion and intensity are its scenario's, the face
+    lies in [-1, 1], the voice is a waveform (an intense clip -> intensity 1, a normal one -> 0.5)."""
+    p = load_profile("ci")
+    ensure_world(p, progress=False)  # the ci faces and clips (seconds)
+    resolved = qualitative.resolve_scenarios(p)
+    images, conds = qualitative.scenario_inputs(p, resolved)
+    n = len(qualitative.SCENARIOS)
+    assert images.shape == (n, 3, p.data.image_size, p.data.image_size)
+    assert float(images.min()) >= -1.0 and float(images.max()) <= 1.0
+    for i, r in enumerate(resolved):
+        sc = r.scenario
+        assert conds["caption"][i] == caption_from_attributes(sc.age, sc.emotion, sc.gender) == r.caption
+        assert conds["source_caption"][i] == source_caption(sc.gender)
+        assert (conds["target_age"][i], conds["target_emotion"][i]) == (float(sc.age), sc.emotion)
+        assert conds["intensity"][i] == (1.0 if sc.intensity_code == 2 else 0.5)
+        audio = conds["audio"][i]
+        assert isinstance(audio, torch.Tensor) and audio.ndim == 1 and audio.numel() > 0
+    with pytest.raises(ValueError, match="empty"):
+        qualitative.resolve_scenarios(p, ())
