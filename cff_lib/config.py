@@ -130,6 +130,8 @@ class EvalConfig:
 class RunnerConfig:
     cell_timeout_s: int  # papermill per-cell timeout, seconds
     notebook_budget_s: int  # whole-notebook wall-time budget the runner warns about, seconds
+    figures_dir: str = later_field("")  # where figures and tables go ("" = figures/); from the repository root
+    rehearsal: bool = later_field(False)  # random weights on a miniature world: every stamp says so (cff rehearse)
 
 
 @dataclass(frozen=True)

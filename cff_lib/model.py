@@ -701,6 +701,11 @@ def _pretrained_backends(root: Path, profile, allow_untrained: bool) -> tuple[En
         names = ", ".join(f"{k} ({' | '.join(PRETRAINED_FILES[k])})" for k in missing)
         raise FileNotFoundError(f"pretrained weights missing in {root}: {names}. Nothing is downloaded: "
                                 "see docs/paper_world.md for where to get each")
+    from cff_lib.paper_world import PaperWorldError, check_weights
+
+    problems = check_weights(found, root)  # headers only: a wrong or truncated file fails here, in seconds
+    if problems:
+        raise PaperWorldError(problems)
     encoders = create_encoders("pretrained", {k: found.get(k) for k in WEIGHT_KEYS if k in found},
                                image_size=profile.data.image_size)
     if found["unet"] is not None:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+REHEARSAL_NOTE = "REHEARSAL (random weights, miniature data: the numbers mean nothing)"
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:
@@ -33,9 +34,11 @@ class Stamp:
     fingerprint: str  # Profile.fingerprint() of the resolved preset
     commit: str  # git commit of the code, "+dirty" if modified
     date: str  # UTC date and time of the run, ISO 8601
+    rehearsal: bool = False  # the profile is a rehearsal (random weights): its numbers mean nothing
 
     def line(self) -> str:
-        return f"profile {self.profile} ({self.fingerprint}) · commit {self.commit} · {self.date}"
+        line = f"profile {self.profile} ({self.fingerprint}) · commit {self.commit} · {self.date}"
+        return (REHEARSAL_NOTE + " · " + line) if self.rehearsal else line
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,4 +46,5 @@ class Stamp:
 
 def make_stamp(profile) -> Stamp:
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    return Stamp(profile=profile.name, fingerprint=profile.fingerprint(), commit=git_commit(), date=now)
+    return Stamp(profile=profile.name, fingerprint=profile.fingerprint(), commit=git_commit(), date=now,
+                 rehearsal=bool(getattr(getattr(profile, "runner", None), "rehearsal", False)))

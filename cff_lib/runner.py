@@ -50,9 +50,20 @@ def discover_notebooks(folder: Path = REPO_ROOT / "notebooks", only: list[str] |
     return books
 
 
-def resolve_figures_dir(figures_dir: str) -> Path:
-    """The notebooks' ``figures_dir`` parameter: empty means the repository's ``figures/``."""
-    return Path(figures_dir) if figures_dir else REPO_ROOT / "figures"
+def resolve_figures_dir(figures_dir: str, profile=None) -> Path:
+    """The notebooks' ``figures_dir`` parameter: empty means the profile's ``runner.figures_dir`` (a
+    rehearsal's own folder, so it never overwrites the committed figures), else the repository's ``figures/``.
+    ``profile``: a Profile or a preset name."""
+    if figures_dir:
+        return Path(figures_dir)
+    if isinstance(profile, str):
+        profile = load_profile(profile)
+    own = getattr(getattr(profile, "runner", None), "figures_dir", "") if profile is not None else ""
+    if own:
+        return Path(own) if Path(own).is_absolute() else REPO_ROOT / own
+    if profile is not None and profile.runner.rehearsal:
+        return REPO_ROOT / "build" / "rehearsal" / profile.name / "figures"
+    return REPO_ROOT / "figures"
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,7 @@ def open_evaluation_notebook(profile: str, figures_dir: str, notebook: str) -> E
     t_start = time.perf_counter()
     cfg = load_profile(profile)
     stamp = make_stamp(cfg)
-    root = resolve_figures_dir(figures_dir)
+    root = resolve_figures_dir(figures_dir, cfg)
     print(stamp.line())
     model = load_trained_model(cfg)
     baseline, info = load_or_train_baseline(model, cfg)
@@ -134,7 +145,7 @@ def reproduce(profile_name: str, *, figures_dir: str = "", build_dir: str = "", 
     profile = load_profile(profile_name)
     _check_kernel()
     books = discover_notebooks(Path(notebooks_dir) if notebooks_dir else REPO_ROOT / "notebooks", only)
-    figs = resolve_figures_dir(figures_dir).resolve()
+    figs = resolve_figures_dir(figures_dir, profile).resolve()
     build = Path(build_dir) if build_dir else REPO_ROOT / "build" / "notebooks" / profile.name
     stamp = make_stamp(profile)
     results: list[NotebookResult] = []

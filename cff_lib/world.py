@@ -60,6 +60,11 @@ def ensure_world(profile, *, overwrite: bool = False, progress: bool = True) -> 
             missing = ", ".join(str(root / n) for n in DATASETS if n not in present)
             raise FileNotFoundError(f"real datasets missing: {missing}. Place local copies there in their "
                                     "original layout (docs/data.md); nothing is downloaded.")
+        from cff_lib.paper_world import PaperWorldError, check_data_root
+
+        problems = check_data_root(root)  # a folder with nothing of its dataset's naming in it
+        if problems:
+            raise PaperWorldError(problems, what="real data root")
         return root
     if len(present) == len(DATASETS) and not overwrite:
         return root
