@@ -3,13 +3,17 @@ reverse chain, L_Total, backward, clipping, AdamW, decay) under the options of `
 ratios against float32 in the same run:
 
 - ``fp32``: ``mixed_precision: "no"`` (the baseline);
+- ``fp32+ckpt``: float32 with gradient checkpointing of the UNet (recomputes activations in the backward pass);
 - ``bf16``: accelerate's bf16 autocast;
-- ``bf16+ckpt``: bf16 and gradient checkpointing of the UNet (recomputes activations in the backward pass);
-- ``fp16`` (CUDA only): accelerate's fp16 autocast with its gradient scaler.
+- ``bf16+ckpt``: bf16 and gradient checkpointing;
+- ``fp16`` and ``fp16+ckpt`` (CUDA only): accelerate's fp16 autocast with its gradient scaler (the paper's
+  setting is ``fp16+ckpt``).
 
 The model is the profile's architecture with randomly initialised backends (timings and memory do not depend on
-the weights). Synthetic-world presets only (``ci``, ``toy``): ``build_model`` builds the paper world only from
-real weight files; the 256² UNet's edit timings are ``bench/bench_ddim.py --paper --edit``. A batch is random
+the weights). A synthetic preset (``ci``, ``toy``) builds random backends in memory; the paper world is
+measured on ``--profile paper_rehearsal``, whose random weights of the true architectures ``cff rehearse
+build`` writes in the published files (the step then is the real 256² paper step: ViT-B-32, wav2vec2-base,
+iresnet50, VGG-16, the 113.7 M-parameter UNet; ``--batch 16`` is the paper's batch). A batch is random
 faces with target ages, emotions, captions and, for a fifth of the rows, a voice clip (the composite's
 RAVDESS + VoxCeleb share). Each configuration runs in a fresh subprocess (accelerate's state is per process,
 and a fresh process gives a clean memory peak): ``--warmup`` steps, then the median of ``--repeats`` timed
@@ -18,6 +22,7 @@ steps. Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU; on a CPU the r
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_train.py --profile ci --repeats 2    # CPU smoke run
     python bench/bench_train.py --profile toy --batch 16                                # one GPU
+    cff rehearse build && python bench/bench_train.py --profile paper_rehearsal --batch 16   # paper step, GPU
 """
 
 from __future__ import annotations
@@ -37,10 +42,13 @@ import torch
 
 CONFIGS = {  # name -> (train.mixed_precision, train.gradient_checkpointing)
     "fp32": ("no", False),
+    "fp32+ckpt": ("no", True),
     "bf16": ("bf16", False),
     "bf16+ckpt": ("bf16", True),
     "fp16": ("fp16", False),
+    "fp16+ckpt": ("fp16", True),
 }
+CUDA_ONLY = ("fp16", "fp16+ckpt")  # accelerate's fp16 needs a GPU (training falls back to fp32 on a CPU)
 
 
 def _batch(profile, sample_rate: int, n: int, seed: int = 0) -> dict:
@@ -72,8 +80,13 @@ def _child(args) -> dict:
         base.train, mixed_precision=precision, gradient_checkpointing=ckpt,
         batch_size=args.batch or base.train.batch_size))
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as empty:
-        model = build_model(profile, empty, allow_untrained=True)
+    t_build = time.perf_counter()
+    if profile.model.backend == "pretrained":  # the paper world: the rehearsal's files, through the real loaders
+        model = build_model(profile)
+    else:
+        with tempfile.TemporaryDirectory() as empty:
+            model = build_model(profile, empty, allow_untrained=True)
+    build_s = time.perf_counter() - t_build
     accelerator = training._accelerator(profile)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=profile.train.learning_rate)
     model.train()
@@ -109,6 +122,8 @@ def _child(args) -> dict:
     return {"config": args.config, "device": str(accelerator.device), "batch": profile.train.batch_size,
             "chain_steps": k, "image_size": profile.data.image_size,
             "s_per_step": statistics.median(times), "all_s": times, "peak_mib": peak / 2**20,
+            "build_s": round(build_s, 2), "mixed_precision": accelerator.mixed_precision,
+            "gradient_checkpointing": ckpt, "threads": torch.get_num_threads(),
             "memory": "cuda max_memory_allocated" if cuda else "ru_maxrss rise (upper bound)"}
 
 
@@ -128,7 +143,19 @@ def main(argv=None) -> int:
         return 0
     if args.warmup < 0 or args.repeats < 1:
         ap.error("--warmup must be >= 0 and --repeats >= 1")
-    names = args.configs or [c for c in CONFIGS if c != "fp16" or torch.cuda.is_available()]
+    from cff_lib.config import load_profile
+
+    profile = load_profile(args.profile)
+    if profile.model.backend == "pretrained":  # fail before any subprocess: the files must be there and right
+        from cff_lib.model import locate_pretrained, weights_root
+        from cff_lib.paper_world import check_weights
+
+        found, missing = locate_pretrained(weights_root(profile))
+        problems = [f"{weights_root(profile)}: missing {k}" for k in missing] + check_weights(found, "")
+        if problems:
+            hint = " (run `cff rehearse build` first)" if profile.runner.rehearsal else ""
+            ap.error(f"profile {args.profile}: {len(problems)} weights problem(s){hint}:\n  " + "\n  ".join(problems))
+    names = args.configs or [c for c in CONFIGS if c not in CUDA_ONLY or torch.cuda.is_available()]
     unknown = [c for c in names if c not in CONFIGS]
     if unknown:
         ap.error(f"unknown --configs {unknown}; known: {list(CONFIGS)}")
@@ -156,7 +183,13 @@ def main(argv=None) -> int:
     if args.json:
         from cff_lib.atomic import atomic_write_text
 
-        atomic_write_text(args.json, json.dumps({"profile": args.profile, "results": results}, indent=2) + "\n")
+        import platform
+
+        host = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+        atomic_write_text(args.json, json.dumps({"profile": args.profile, "host": host, "results": results},
+                                                indent=2) + "\n")
     return 0 if len(ok) == len(results) else 1
 
 
