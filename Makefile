@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= toy
 
-.PHONY: env reproduce test test-slow lint clean-build
+.PHONY: env reproduce rehearsal test test-slow lint clean-build
 
 env: $(STAMP)
 
@@ -21,8 +21,13 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 reproduce: env
+	@case "$(PROFILE)" in *rehearsal*) $(PY) -m cff_lib.cli rehearse build --profile $(PROFILE);; esac
 	$(PY) -m cff_lib.cli weights verify --profile $(PROFILE)
 	$(PY) -m cff_lib.cli reproduce --profile $(PROFILE)
+
+# the paper world in miniature (random weights of the true architectures; build/rehearsal/, docs/paper_world.md)
+rehearsal: env
+	$(PY) -m cff_lib.cli rehearse build --profile paper_rehearsal
 
 test: env
 	$(PY) -m cff_lib.cli weights verify --profile toy
