@@ -139,6 +139,13 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, cell_timeout_s:
     return time.perf_counter() - start
 
 
+def notebook_worlds(notebook: Path) -> tuple[tuple[str, ...], str]:
+    """(the worlds a notebook runs in, what stands in for it elsewhere) from its ``metadata.cff``:
+    ``{"worlds": ["synthetic"], "elsewhere": "..."}``; a notebook without that entry runs in every world."""
+    meta = json.loads(Path(notebook).read_text(encoding="utf-8")).get("metadata", {}).get("cff", {})
+    return tuple(meta.get("worlds", ("synthetic", "real"))), str(meta.get("elsewhere", ""))
+
+
 def reproduce(profile_name: str, *, figures_dir: str = "", build_dir: str = "", only: list[str] | None = None,
               notebooks_dir: str | Path | None = None, echo=print) -> list[NotebookResult]:
     """Run every notebook in order on ``profile_name``; stops at the first failure (raising NotebookFailure)."""
@@ -153,6 +160,11 @@ def reproduce(profile_name: str, *, figures_dir: str = "", build_dir: str = "", 
     try:
         for book in books:
             echo(f"-> {book.name}")
+            worlds, elsewhere = notebook_worlds(book)
+            if profile.data.world not in worlds:  # e.g. notebook 02 trains the synthetic world's backends
+                results.append(NotebookResult(book.name, "skipped", 0.0, ""))
+                echo(f"   skipped: runs in the {'/'.join(worlds)} world only; {elsewhere}")
+                continue
             params = {"profile": profile.name, "figures_dir": str(figs)}
             out = build / book.name
             try:
