@@ -444,19 +444,40 @@ def referee_bank(profile, *, progress: bool = False):
 
 
 def realism_reference(profile, n: int) -> torch.Tensor:
-    """``n`` fresh renders (B, 3, S, S) in [-1, 1] of new identities, one image each, drawn like the world's
-    FFHQ faces (random age, emotion, per-image variation): what "real" means for realism (KID / Fréchet
-    distance). A pure function of (profile seed, n, size); never a file of the world, never a training render."""
+    """What "real" means for realism (KID / Fréchet distance): ``n`` images (B, 3, S, S) in [-1, 1].
+
+    Synthetic world: fresh renders of new identities, one image each, drawn like the world's FFHQ faces (random
+    age, emotion, per-image variation); a pure function of (profile seed, n, size), never a file of the world,
+    never a training render. Paper world: the first ``n`` FFHQ test-split faces (:func:`_real_reference`)."""
     from cff_lib.face_banks import render_bank
 
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n={n!r} must be an integer >= 2 (a covariance needs two images)")
     if profile.data.world != "synthetic":
-        raise ValueError(f"profile {profile.name!r} is the paper world: realism is measured against held-out "
-                         "real faces there (FFHQ test split), not renders")
+        return _real_reference(profile, n)
     bank = render_bank(profile.train.seed + REFEREE_SEED_OFFSET, REALISM_STREAM, n, 1, profile.data.image_size,
                        clean=False, name="fresh renders (realism reference)")
     return bank.floats(slice(None))
+
+
+def _real_reference(profile, n: int) -> torch.Tensor:
+    """The paper world's realism reference: the first ``n`` FFHQ test-split faces of the profile's manifest (path
+    order; never a training or validation face), preprocessed as every face is (``preprocessing.load_image``)."""
+    from cff_lib.manifests import manifest_filename, read_manifest
+    from cff_lib.preprocessing import load_image
+    from cff_lib.world import data_root, manifest_dir
+
+    path = manifest_dir(profile) / manifest_filename("ffhq")
+    if not path.is_file():
+        raise FileNotFoundError(f"profile {profile.name!r}: the realism reference is the FFHQ test split, but the "
+                                f"manifest {path} is missing; run notebooks/01_data_assembly for this profile first")
+    test = read_manifest(path).split("test")
+    if len(test) < n:
+        raise ValueError(f"profile {profile.name!r}: the realism reference needs n={n} FFHQ test faces, but {path} "
+                         f"has {len(test)}; ask for fewer (n <= {len(test)})")
+    root = data_root(profile) / "ffhq"
+    size = profile.data.image_size
+    return torch.stack([torch.from_numpy(load_image(root / e.path, size)) for e in test[:n]])  # (n, 3, S, S)
 
 
 def _optimise(params, steps: int, lr: float, loss_at, desc: str, progress: bool) -> list[float]:

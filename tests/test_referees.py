@@ -258,3 +258,35 @@ def test_train_referees_tiny_run_writes_loadable_files(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="referee_identity"):
         referees.load_referees(tmp_path)
+
+
+def test_paper_world_realism_reference_is_the_ffhq_test_split(tmp_path, monkeypatch):
+    """The paper world's "real" reference: FFHQ test-split faces (path order), preprocessed as every face; a
+    missing manifest or too few test faces fail naming the manifest."""
+    from PIL import Image
+
+    from cff_lib import manifests, world
+
+    paper = load_profile("paper")
+    root, mdir = tmp_path / "data", tmp_path / "manifests"
+    for i in range(30):
+        folder = root / "ffhq" / f"{i // 1000 * 1000:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20, 16), (8 * i, 255 - 8 * i, 100)).save(folder / f"{i:05d}.png")
+    monkeypatch.setattr(world, "data_root", lambda profile: root)
+    monkeypatch.setattr(world, "manifest_dir", lambda profile: mdir)
+    with pytest.raises(FileNotFoundError, match="ffhq"):
+        referees.realism_reference(paper, 2)
+    mdir.mkdir()
+    m = manifests.build_manifest("ffhq", root / "ffhq", progress=False)
+    manifests.write_manifest(m, mdir / manifests.manifest_filename("ffhq"))
+    test = m.split("test")
+    assert len(test) >= 2 and {e.split for e in m.entries} == {"train", "val", "test"}
+    got = referees.realism_reference(paper, 2)
+    size = paper.data.image_size
+    assert got.shape == (2, 3, size, size)
+    i = int(Path(test[0].path).stem)  # the first test face's colour, after the [-1, 1] scaling
+    expect = torch.tensor([8 * i, 255 - 8 * i, 100]) / 127.5 - 1
+    assert torch.allclose(got[0, :, size // 2, size // 2], expect, atol=0.02)
+    with pytest.raises(ValueError, match=f"has {len(test)}"):
+        referees.realism_reference(paper, len(test) + 1)
