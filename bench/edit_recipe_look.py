@@ -2,6 +2,8 @@
 control faces), each with the referees' reading. Run after bench/edit_recipe_trials.py:
 
 OMP_NUM_THREADS=1 .venv/bin/python bench/edit_recipe_look.py shipped robust_l1_unet robust_l1_adapter
+  (bench/results/edit_recipe_trials/tuning_faces_emotion.png: shipped robust_l1_adapter_emo
+  robust_l1_adapter_emo_only robust_l1_adapter_balanced)
   -> build/trials/look.png
 """
 import sys
@@ -30,13 +32,14 @@ def main():
     far = [r for r in rows if control.is_far_target(r)][:8]
     ds = dataset_for(toy, far)
     batch = collate([ds[i] for i in range(len(far))])
-    x, d = batch["image"], toy.ddim
+    x = batch["image"]
     cols = {"source": x}
     for name in sys.argv[1:]:
         if name == "shipped":
-            m = load_trained_model(toy)
+            m, d = load_trained_model(toy), toy.ddim
         else:
-            m = build_model(variant_profile(VARIANTS[name]), VARIANTS[name]["weights"])
+            p = variant_profile(VARIANTS[name])
+            m, d = build_model(p, VARIANTS[name]["weights"]), p.ddim  # each trial edits at its own t0
             m.load_trained(f"build/trials/{name}/clipfacefusion.safetensors", check_backends=False)
         cols[name] = m.edit(x, batch, d.t0, d.n_gen_steps, n_inv_steps=d.n_inv_steps)
     cols["oracle target"] = oracle.oracle_targets(toy, far)
@@ -57,8 +60,9 @@ def main():
     fig.suptitle("Tuning faces (val rows after the 200 control faces); under each: the referees' reading",
                  fontsize=8)
     fig.tight_layout()
-    fig.savefig("build/trials/look.png", dpi=150)
-    print("build/trials/look.png")
+    out = "build/trials/look.png"
+    fig.savefig(out, dpi=150)
+    print(out)
 
 
 if __name__ == "__main__":

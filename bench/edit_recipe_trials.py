@@ -33,6 +33,22 @@ VARIANTS = {
     "robust_l1_unet": dict(weights="build/robust_guides", trainable="fusion+unet", l1=1.0),
     # the same with the bottleneck adapter instead of the whole UNet (lr 1e-3 for the zero-initialised adapter)
     "robust_l1_adapter": dict(weights="build/robust_guides", trainable="adapter", l1=1.0, lr=1e-3),
+    # the adapter recipe with the emotion term 5x (lambda_emo 2.0): emotion never moved at 0.4 in 150 steps
+    "robust_l1_adapter_emo": dict(weights="build/robust_guides", trainable="adapter", l1=1.0, lr=1e-3, emo=2.0),
+    # diagnostic: the emotion-weighted adapter recipe without the age term (lambda_age 0): can training move
+    # emotion at all when age does not compete for the adapter?
+    "robust_l1_adapter_emo_only": dict(weights="build/robust_guides", trainable="adapter", l1=1.0, lr=1e-3,
+                                       emo=2.0, age=0.0),
+    # measured: emotion moves alone (referee accuracy 25 % in 200 steps) but not beside lambda_age 0.4 (the raw
+    # age gradient on the trained parts is ~5x the emotion term's): a quarter of Table 3's age weight beside the
+    # 5x emotion weight
+    "robust_l1_adapter_balanced": dict(weights="build/robust_guides", trainable="adapter", l1=1.0, lr=1e-3,
+                                       emo=2.0, age=0.1),
+    # the balanced recipe above on DDPM v2 (cosine schedule, v-prediction; build/robust_guides_v2 = robust_guides with
+    # weights/synthetic/pretraining/ddpm_v2.* as ddpm.*): t0 707 has the noise level of the linear schedule's
+    # 400 (alpha-bar 0.193), so the edit starts from as much noise as the toy recipe's
+    "v2_robust_l1_adapter_balanced": dict(weights="build/robust_guides_v2", trainable="adapter", l1=1.0, lr=1e-3,
+                                          emo=2.0, age=0.1, t0=707),
     "std_l1_unet": dict(weights="weights/synthetic", trainable="fusion+unet", l1=1.0),
     "robust_unet": dict(weights="build/robust_guides", trainable="fusion+unet", l1=0.0),
 }
@@ -43,8 +59,10 @@ def variant_profile(v: dict):
     p = load_profile("toy")
     return dataclasses.replace(
         p, model=dataclasses.replace(p.model, trainable=v["trainable"]),
-        loss=dataclasses.replace(p.loss, lambda_l1_source=v["l1"]),
-        train=dataclasses.replace(p.train, learning_rate=v.get("lr", p.train.learning_rate)))
+        loss=dataclasses.replace(p.loss, lambda_l1_source=v["l1"], lambda_emo=v.get("emo", p.loss.lambda_emo),
+                                 lambda_age=v.get("age", p.loss.lambda_age)),
+        train=dataclasses.replace(p.train, learning_rate=v.get("lr", p.train.learning_rate)),
+        ddim=dataclasses.replace(p.ddim, t0=v.get("t0", p.ddim.t0)))
 
 
 def main():
@@ -59,6 +77,7 @@ def main():
         model = load_trained_model(p)
     else:
         res = training.train(p, out, max_steps=steps, weights_dir=v["weights"], progress=True)
+        (out / "history.json").write_text(json.dumps(list(res.history)))  # the guides' terms per step
         model = build_model(p, v["weights"])
         model.load_trained(res.model_file, check_backends=False)
     train_s = time.time() - t0
