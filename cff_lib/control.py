@@ -196,16 +196,17 @@ def control_table(per_sample, identity_threshold: float | None = None, reference
     return pd.DataFrame(out)
 
 
-def control_bar_chart(table):
+def control_bar_chart(table, reference: str = "fresh renders"):
     """One panel per metric of ``table``, one bar per variant. Age error and emotion accuracy show the
     referee's reading (solid, the evidence) beside the guide's (hatched): the distance between them is the
-    fooling gap."""
+    fooling gap. ``reference``: what the KID panel compares with (``referees.realism_reference``: fresh
+    renders in the synthetic world, FFHQ test faces in the paper world)."""
     import matplotlib.pyplot as plt
 
     titles = {"age_mae": "|age − target| (y) ↓", "emotion_accuracy": "emotion = target ↑",
               "target_emotion_prob": "P(target emotion) ↑", "identity_similarity": "identity cos to source ↑",
               "same_identity": "verified same identity ↑", "closer_than_source": "closer to oracle\nthan source ↑",
-              "kid": "KID ×1000 vs fresh renders ↓", "artefact_ratio": "4–8 px band power\n÷ sources (1 = same)"}
+              "kid": f"KID ×1000 vs {reference} ↓", "artefact_ratio": "4–8 px band power\n÷ sources (1 = same)"}
     guide = {"age_mae": "age_mae_guide", "emotion_accuracy": "emotion_accuracy_guide"}
     metrics = [m for m in titles if m in table.columns and table[m].notna().any()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.0), squeeze=False)

@@ -62,16 +62,19 @@ def rehearsal_spec(profile):
 
 
 def build_data(profile, *, overwrite: bool = False, progress: bool = True) -> Path:
-    """Render the miniature data root (real layouts, no sidecars); kept if already complete."""
+    """Render the miniature data root (real layouts, no sidecars); kept if already complete. A rewrite drops
+    the manifests of the earlier build, which notebooks/01 then rebuilds for the new files."""
     from cff_lib.manifests import DATASETS, SIDECAR_NAME
     from cff_lib.synthetic_world import write_world
-    from cff_lib.world import data_root
+    from cff_lib.world import data_root, manifest_dir
 
     _require_rehearsal(profile)
     root = data_root(profile)
     if all((root / n).is_dir() for n in DATASETS) and not overwrite:
         return root
     write_world(root, rehearsal_spec(profile), progress=progress, overwrite=True)
+    # manifests of an earlier build describe other files (git-ignored, rebuilt by notebooks/01)
+    shutil.rmtree(manifest_dir(profile), ignore_errors=True)
     for name in DATASETS:  # real copies carry no ground truth: the rehearsal reads what a reviewer has
         (root / name / SIDECAR_NAME).unlink(missing_ok=True)
     return root
