@@ -44,6 +44,8 @@ VARIANTS = {
     # 5x emotion weight
     "robust_l1_adapter_balanced": dict(weights="build/robust_guides", trainable="adapter", l1=1.0, lr=1e-3,
                                        emo=2.0, age=0.1),
+    # the balanced weights on the whole UNet (fusion+unet at the toy lr 1e-4): does it avoid the adapter's blur?
+    "robust_l1_unet_balanced": dict(weights="build/robust_guides", trainable="fusion+unet", l1=1.0, emo=2.0, age=0.1),
     # the balanced recipe above on DDPM v2 (cosine schedule, v-prediction; build/robust_guides_v2 = robust_guides with
     # weights/synthetic/pretraining/ddpm_v2.* as ddpm.*): t0 707 has the noise level of the linear schedule's
     # 400 (alpha-bar 0.193), so the edit starts from as much noise as the toy recipe's
