@@ -11,12 +11,10 @@ import random
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from PIL import Image
+from tiny_world import write_tiny_world
 
 from cff_lib import dataset, training
-from cff_lib.composite import CompositeSample, CompositeSet
 from cff_lib.conditional_unet import tiny_unet_config
 from cff_lib.config import load_profile
 from cff_lib.model import build_model
@@ -32,33 +30,12 @@ def small_profile():
         train=dataclasses.replace(p.train, batch_size=4), eval=dataclasses.replace(p.eval, n_samples=2))
 
 
-def _row(split, source, i, audio=None, age=40.0, emotion="happy"):
-    return CompositeSample(split=split, source=source, image=f"ffhq/{i:05d}.png", audio=audio, target_image=None,
-                           target_age=age, target_emotion=emotion, target_intensity=1.0 if emotion else None,
-                           caption="a face", source_age=30.0, source_emotion="neutral", gender="female",
-                           identity=f"ffhq:{i}", speaker=None)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """(profile, composite, data root, pristine model)."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("world")
-    rng = np.random.default_rng(0)
-    (root / "ffhq").mkdir()
-    (root / "ravdess").mkdir()
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "ffhq" / f"{i:05d}.png")
-    for i in range(3):
-        sf.write(root / "ravdess" / f"{i}.wav", rng.standard_normal(8000 + 800 * i) * 0.1, 16000)
-    rows = []
-    for split, offset in (("train", 0), ("val", 8)):
-        rows += [_row(split, "ffhq", offset, "ravdess/0.wav", 70.0, "sad"), _row(split, "ffhq", offset + 1),
-                 _row(split, "cacd", offset + 2, None, 25.0, None),
-                 _row(split, "ravdess", offset + 3, "ravdess/1.wav", None, "angry"),
-                 _row(split, "voxceleb", offset + 1, "ravdess/2.wav", None, None)]
-    composite = CompositeSet(seed=42, ratios={"ffhq": .5, "cacd": .3, "ravdess": .1, "voxceleb": .1},
-                             samples=tuple(rows), manifest_digests={})
+    composite = write_tiny_world(root)
     profile = small_profile()
     model = build_model(profile, root / "no_weights", allow_untrained=True, unet_config=tiny_unet_config(32))
     return profile, composite, root, model
