@@ -181,9 +181,9 @@ def main(argv=None) -> int:
             print(f"  {name:10s} time ×{r['s_per_step'] / base['s_per_step']:.3f}   "
                   f"memory ×{r['peak_mib'] / max(base['peak_mib'], 1e-9):.3f}")
     if args.json:
-        from cff_lib.atomic import atomic_write_text
-
         import platform
+
+        from cff_lib.atomic import atomic_write_text
 
         host = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

@@ -159,11 +159,11 @@ def expected_shapes(key: str, found_path: str | os.PathLike) -> tuple[dict[str, 
 
         return _meta_shapes(lambda: UNet2DModel(**paper_unet_config())), same
     if key in ("age", "emotion", "audio_emotion"):
+        from safetensors import safe_open
+
         from cff_lib.audio_encoder import AudioEmotionConfig, AudioEmotionHead
         from cff_lib.encoder_base import config_from_dict
         from cff_lib.estimators import PRETRAINED_ESTIMATOR, AgeEstimator, EmotionEstimator, EstimatorConfig
-
-        from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
