@@ -249,13 +249,14 @@ def check_weights(found: Mapping[str, str | None], root: str | os.PathLike) -> l
 
 # ------------------------------------------------------------------------------------------ data
 def _has_one(dataset: str, folder: Path) -> bool:
+    """True when ``folder`` holds a file the manifest scan would take (its extension, any case) whose name parses."""
     from cff_lib import naming
+    from cff_lib.manifests import EXTENSIONS
 
     parse = {"ffhq": naming.parse_ffhq, "cacd": naming.parse_cacd, "ravdess": naming.parse_ravdess,
              "voxceleb": naming.parse_voxceleb}[dataset]
-    suffixes = {"ffhq": (".png",), "cacd": (".jpg",), "ravdess": (".wav",), "voxceleb": (".wav",)}[dataset]
     for p in folder.rglob("*"):
-        if p.suffix in suffixes and p.is_file():
+        if p.suffix.lower() == EXTENSIONS[dataset] and p.is_file():
             try:
                 parse(p.relative_to(folder).as_posix())
                 return True
