@@ -10,7 +10,8 @@ fine-tuned ones (docs/errata.md, "Robust guides"):
   robust estimators of the trials are committed in weights/synthetic/robust/ (copy them instead of retraining).
 
 OMP_NUM_THREADS=1 .venv/bin/python bench/edit_recipe_trials.py VARIANT STEPS [THREADS]
-  -> build/trials/VARIANT/{tuning_table.csv, tuning_per_sample.csv, trial.json}
+  -> build/trials/VARIANT/{tuning_table.csv, tuning_per_sample.csv, trial.json}, and the table and the record
+     (variant, steps, wall time, the loss terms averaged per 25 steps) in bench/results/edit_recipe_trials/
 VARIANT "shipped" (STEPS 0) reads the shipped toy model on the same faces.
 """
 import dataclasses
@@ -51,6 +52,11 @@ VARIANTS = {
     # 400 (alpha-bar 0.193), so the edit starts from as much noise as the toy recipe's
     "v2_robust_l1_adapter_balanced": dict(weights="build/robust_guides_v2", trainable="adapter", l1=1.0, lr=1e-3,
                                           emo=2.0, age=0.1, t0=707),
+    # diagnostic, not a recipe (the paper's method has no oracle): the guides replaced by pixel MSE to the oracle
+    # target (the same person rendered at the row's target age and emotion). Can the edit pathway itself (the
+    # v2 prior, the adapter, t0 707, the 8-step chain) reach the targets when told exactly where they are?
+    "v2_oracle_adapter": dict(weights="build/robust_guides_v2", trainable="adapter", l1=0.0, lr=1e-3, t0=707,
+                              oracle=True),
     "std_l1_unet": dict(weights="weights/synthetic", trainable="fusion+unet", l1=1.0),
     "robust_unet": dict(weights="build/robust_guides", trainable="fusion+unet", l1=0.0),
 }
@@ -67,6 +73,26 @@ def variant_profile(v: dict):
         ddim=dataclasses.replace(p.ddim, t0=v.get("t0", p.ddim.t0)))
 
 
+def supervise_with_oracle(model, profile):
+    """Replace ``model``'s training loss by pixel MSE between its edit and each row's oracle target (the
+    diagnostic variant above); the conditioning, inversion and reverse chain are the model's own."""
+    from cff_lib import ddim, oracle
+    from cff_lib.losses import LossTerms
+
+    rows = load_composite(profile).split("train")
+
+    def forward(batch, *, t0, n_inv_steps, n_gen_steps, spacing=ddim.DEFAULT_SPACING):
+        images = batch["image"]
+        cond = model.condition({**batch, "reference": images})
+        chain = ddim.EditConfig(t0=t0, n_inv_steps=n_inv_steps, n_gen_steps=n_gen_steps, spacing=spacing)
+        generated = ddim.edit_variants(model.unet, images, {"edit": cond.c}, chain)["edit"].clamp(-1.0, 1.0)
+        targets = oracle.oracle_targets(profile, [rows[i] for i in batch["index"].tolist()]).to(generated)
+        mse = (generated - targets).pow(2).mean()
+        return LossTerms({"oracle/mse": mse, "loss": mse}), generated.detach()
+
+    model.forward = forward
+
+
 def main():
     name, steps = sys.argv[1], int(sys.argv[2])
     torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
@@ -78,7 +104,10 @@ def main():
     if name == "shipped":  # the shipped toy model (688 steps, standard guides, no L1), for comparison
         model = load_trained_model(p)
     else:
-        res = training.train(p, out, max_steps=steps, weights_dir=v["weights"], progress=True)
+        model = build_model(p, v["weights"]) if v.get("oracle") else None
+        if model is not None:
+            supervise_with_oracle(model, p)
+        res = training.train(p, out, max_steps=steps, weights_dir=v["weights"], progress=True, model=model)
         (out / "history.json").write_text(json.dumps(list(res.history)))  # the guides' terms per step
         model = build_model(p, v["weights"])
         model.load_trained(res.model_file, check_backends=False)
@@ -93,6 +122,21 @@ def main():
     df.drop(columns=["referee_feature"]).to_csv(out / "tuning_per_sample.csv", index=False)
     (out / "trial.json").write_text(json.dumps({"variant": v, "steps": steps, "train_wall_s": train_s}, indent=2))
     print("train wall s", round(train_s))
+    export(name, out)
+
+
+def export(name: str, out: Path) -> None:
+    """The trial's table and record (loss terms averaged per 25 steps) into bench/results/edit_recipe_trials/."""
+    record = json.loads((out / "trial.json").read_text())
+    history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
+    keys = [k for k in (history[0] if history else {}) if k not in ("step", "epoch", "lr")]
+    record["guide_terms_per_25_steps"] = {
+        k: [round(sum(h[k] for h in block if k in h) / max(1, sum(k in h for h in block)), 4)
+            for block in (history[i:i + 25] for i in range(0, len(history), 25))] for k in keys}
+    results = Path("bench/results/edit_recipe_trials")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.csv").write_text((out / "tuning_table.csv").read_text())
+    (results / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
