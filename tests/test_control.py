@@ -54,6 +54,24 @@ def test_control_table_fooling_gap_by_hand():
     assert t.loc["source", "fooling_gap_emotion_pts"] == pytest.approx(100.0)
 
 
+def test_oracle_shares_by_hand():
+    """closer_than_source counts far-target faces nearer the oracle than their source; closer_than_reconstruction
+    the same against each row's own reconstruction (which a softened copy of the source beats)."""
+    rows = []
+    for variant, mse in [("source", [0.08, 0.08, 0.08]), ("reconstruction", [0.07, 0.07, 0.01]),
+                         ("edited", [0.06, 0.075, 0.0])]:
+        for r, m in enumerate(mse):
+            rows.append({"variant": variant, "row": r, "age_error": 1.0, "emotion_correct": 0.0,
+                         "target_emotion_prob": 0.1, "identity_similarity": 1.0, "far_target": r < 2,
+                         "oracle_mse": m, "source_oracle_mse": 0.08})
+    t = control.control_table(pd.DataFrame(rows)).set_index("variant")
+    assert t.loc["edited", "n_far_target"] == 2
+    assert t.loc["reconstruction", "closer_than_source"] == 1.0 and t.loc["edited", "closer_than_source"] == 1.0
+    assert t.loc["edited", "closer_than_reconstruction"] == 0.5  # row 0 beats 0.07, row 1 does not
+    assert t.loc["reconstruction", "closer_than_reconstruction"] == 0.0
+    assert np.isnan(t.loc["source", "closer_than_reconstruction"])
+
+
 def test_bar_chart_has_a_panel_per_metric():
     fig = control.control_bar_chart(control.control_table(_per_sample(), identity_threshold=0.5))
     assert len(fig.axes) == 5
