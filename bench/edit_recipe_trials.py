@@ -57,6 +57,8 @@ VARIANTS = {
     # v2 prior, the adapter, t0 707, the 8-step chain) reach the targets when told exactly where they are?
     "v2_oracle_adapter": dict(weights="build/robust_guides_v2", trainable="adapter", l1=0.0, lr=1e-3, t0=707,
                               oracle=True),
+    # the same diagnostic on the whole UNet (fusion+unet at the toy lr 1e-4): is the bottleneck adapter the limit?
+    "v2_oracle_unet": dict(weights="build/robust_guides_v2", trainable="fusion+unet", l1=0.0, t0=707, oracle=True),
     "std_l1_unet": dict(weights="weights/synthetic", trainable="fusion+unet", l1=1.0),
     "robust_unet": dict(weights="build/robust_guides", trainable="fusion+unet", l1=0.0),
 }
