@@ -59,6 +59,9 @@ VARIANTS = {
                               oracle=True),
     # the same diagnostic on the whole UNet (fusion+unet at the toy lr 1e-4): is the bottleneck adapter the limit?
     "v2_oracle_unet": dict(weights="build/robust_guides_v2", trainable="fusion+unet", l1=0.0, t0=707, oracle=True),
+    # measured: at 1e-4 the whole UNet keeps the person but hardly edits even when told the target; 5x the lr
+    "v2_oracle_unet_lr5e-4": dict(weights="build/robust_guides_v2", trainable="fusion+unet", l1=0.0, lr=5e-4,
+                                  t0=707, oracle=True),
     "std_l1_unet": dict(weights="weights/synthetic", trainable="fusion+unet", l1=1.0),
     "robust_unet": dict(weights="build/robust_guides", trainable="fusion+unet", l1=0.0),
 }
