@@ -40,7 +40,6 @@ from cff_lib.audio_encoder import (
     SYNTHETIC_CONFIG,
     AudioEmotionHead,
     AudioEncoder,
-    create_audio_emotion_head,
 )
 from cff_lib.emotions import EMOTIONS
 from cff_lib.encoder_base import Freezable
@@ -131,10 +130,10 @@ class AudioBackends(NamedTuple):
 
 
 def _new_encoder(seed: int) -> AudioEncoder:
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    from cff_lib.backends import create_backend
 
     torch.manual_seed(seed)
-    return AudioEncoder(Wav2Vec2Model(Wav2Vec2Config(**SYNTHETIC_CONFIG)))
+    return create_backend("audio", "synthetic")  # a random SYNTHETIC_CONFIG Wav2Vec2Model
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -198,6 +197,7 @@ def fit_audio(profile, cfg: AudioPretrainConfig, *, steps: int | None = None, pr
     ``resume``: continue from ``state_file`` (default ``build/pretrain_state/<profile>/audio_state.safetensors``)
     when it was written under the same config; ``max_wall_s``: stop after this many seconds and save that state.
     """
+    from cff_lib.backends import create_backend
     from cff_lib.pretrain_ddpm import load_train_state, save_train_state, state_path
 
     steps = cfg.steps if steps is None else steps
@@ -210,7 +210,7 @@ def fit_audio(profile, cfg: AudioPretrainConfig, *, steps: int | None = None, pr
     seed = int(profile.train.audio_seed) + cfg.seed_offset
     speakers = _speakers(seed, _TRAIN_STREAM, cfg.n_train_speakers)
     encoder = _new_encoder(seed)
-    emotion_head, age_head = AudioEmotionHead(), AudioAgeHead()
+    emotion_head, age_head = create_backend("audio_emotion", "synthetic"), AudioAgeHead()
     speaker_head = nn.Sequential(nn.LayerNorm(768), nn.Linear(768, cfg.n_train_speakers))
     modules = nn.ModuleList([encoder, emotion_head, age_head, speaker_head]).train()
     opt = torch.optim.AdamW(modules.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -367,21 +367,20 @@ def save_audio_backends(backends: AudioBackends, out_dir, *, profile, metrics: d
 
 
 def load_audio_backends(weights_dir) -> AudioBackends:
-    """The hash-checked audio encoder, emotion head and age head of ``weights_dir`` (eval mode, not frozen)."""
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    """The hash-checked audio encoder, emotion head and age head of ``weights_dir`` (eval mode, not frozen);
+    the encoder and the emotion head through the backend factory (:func:`cff_lib.backends.create_backend`)."""
+    from cff_lib.backends import create_backend
 
     weights_dir = Path(weights_dir)
     if not isinstance(weights_dir, Path) or not weights_dir.is_dir():
         raise FileNotFoundError(f"weights_dir={str(weights_dir)!r} is not a folder; train with "
                                 "cff_lib.pretrain_audio.train_audio_encoder(profile, weights_dir)")
-    enc = load_verified(weights_dir / ENCODER_NAME, kind=ENCODER_KIND)
-    model = Wav2Vec2Model(Wav2Vec2Config(**enc.config["architecture"]))
-    model.load_state_dict(enc.tensors, strict=True)
-    emotion = create_audio_emotion_head(verified_path(weights_dir / EMOTION_NAME))
+    encoder = create_backend("audio", "synthetic", weights_dir / f"{ENCODER_NAME}.safetensors")  # hash-checked
+    emotion = create_backend("audio_emotion", "synthetic", verified_path(weights_dir / EMOTION_NAME))
     age = load_verified(weights_dir / AGE_NAME, kind=AGE_KIND)
     age_head = AudioAgeHead(AudioAgeConfig(**age.config["architecture"]))
     age_head.load_state_dict(age.tensors, strict=True)
-    return AudioBackends(AudioEncoder(model).eval(), emotion.eval(), age_head.eval())
+    return AudioBackends(encoder.eval(), emotion.eval(), age_head.eval())
 
 
 def train_audio_encoder(profile, out_dir, *, steps: int | None = None, progress: bool = True,

@@ -25,7 +25,7 @@ linear schedule's ᾱ_999 = 4e-5 leaves signal in "pure noise" that an ε model 
 f_θ = (x − √(1−ᾱ) ε)/√ᾱ multiplies its ε error by ~150 at t = 999, so the toy DDPM's samples come out as
 flat saturated colours or colour casts (docs/errata.md, "Synthetic DDPM v2"). The schedule and target are
 recorded in the weight file's config (``scheduler``, a ``DDPMScheduler`` config with ``prediction_type``);
-:func:`load_ddpm` / :func:`unet_from_weights` attach it to the UNet (``noise_scheduler_config``), and
+:func:`load_ddpm` / :func:`cff_lib.backends.unet_from_weights` attach it to the UNet (``noise_scheduler_config``), and
 :mod:`cff_lib.ddim` samples every model under its own schedule and target. Files without the key, or with the
 paper's config (every file written before), load and sample exactly as before.
 """
@@ -61,7 +61,7 @@ from cff_lib.conditional_unet import (
 )
 from cff_lib.emotions import EMOTIONS
 from cff_lib.provenance import REPO_ROOT
-from cff_lib.weights import PretrainReport, load_verified, save_weights
+from cff_lib.weights import PretrainReport, save_weights
 
 DDPM_NAME = "ddpm"  # weights/<...>/ddpm.safetensors
 DDPM_KIND = "UNet2DModel"
@@ -507,27 +507,16 @@ def train_ddpm(profile, out_dir, *, steps: int | None = None, progress: bool = T
                           weights=(str(path) + ".safetensors",), losses=tuple(losses))
 
 
-def unet_from_weights(loaded):
-    """The ``UNet2DModel`` (eval mode) of a hash-checked DDPM file (``cff_lib.weights.load_verified``), carrying
-    the scheduler config it was trained with (``noise_scheduler_config``: ᾱ schedule + prediction type, read
-    by :mod:`cff_lib.ddim`). Files written before the config was honoured record the paper's linear-β,
-    ε config, so they load and sample exactly as before."""
-    from diffusers import UNet2DModel
-
-    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in loaded.config["architecture"].items()}
-    unet = UNet2DModel(**arch)
-    unet.load_state_dict(loaded.tensors, strict=True)
-    return attach_scheduler(unet.eval(), loaded.config.get("scheduler"))
-
-
 def load_ddpm(weights_dir, name: str = DDPM_NAME):
     """The hash-checked unconditional ``UNet2DModel`` ``weights_dir/<name>`` (eval mode), carrying its
-    schedule and prediction type (:func:`unet_from_weights`)."""
+    schedule and prediction type, built by the backend factory (:func:`cff_lib.backends.create_backend`)."""
+    from cff_lib.backends import create_backend
+
     weights_dir = Path(weights_dir)
     if not weights_dir.is_dir():
         raise FileNotFoundError(f"weights_dir={str(weights_dir)!r} is not a folder; train with "
                                 "cff_lib.pretrain_ddpm.train_ddpm(profile, weights_dir)")
-    return unet_from_weights(load_verified(weights_dir / name, kind=DDPM_KIND))
+    return create_backend("unet", "synthetic", weights_dir / f"{name}.safetensors")  # hash-checked
 
 
 SAMPLERS = ("ddim", "ddpm")

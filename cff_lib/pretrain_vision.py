@@ -41,12 +41,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cff_lib.ages import AGE_MAX, AGE_MIN
-from cff_lib.arcface import synthetic_arcface_config
+from cff_lib.backends import create_backend
 from cff_lib.captions import caption_variant
-from cff_lib.clip_encoder import synthetic_clip_config
 from cff_lib.emotions import EMOTIONS
 from cff_lib.encoders import EMOTION_PROMPT
-from cff_lib.estimators import synthetic_estimator_config
 from cff_lib.face_banks import FaceBank, concat_banks, dataset_bank, render_bank
 from cff_lib.vision_heldout import evaluate_clip, evaluate_estimators, evaluate_identity, evaluate_vgg
 from cff_lib.vision_models import FILES, VisionModels, load_vision_models, missing_vision_weights, vision_weight_files
@@ -216,15 +214,13 @@ def train_clip(profile, out_dir, *, steps: int | None = None, progress: bool = T
     """Contrastive CLIP pre-training (open_clip CLIP + ClipLoss) on rendered faces <-> captions."""
     from open_clip.loss import ClipLoss
 
-    from cff_lib.clip_encoder import build_synthetic_clip
-
     t0 = time.perf_counter()
     profile, out_dir = _profile(profile), Path(out_dir)
     sc = scale_for(profile)
     steps = _check_steps(steps, sc.clip_steps)
     bank = training_bank(profile, progress=progress)
     rng = _seed_all(profile, "clip")
-    clip = build_synthetic_clip(synthetic_clip_config(profile.data.image_size)).train()
+    clip = create_backend("clip", "synthetic", image_size=profile.data.image_size).train()
     loss_fn = ClipLoss()
 
     def step(_: int) -> torch.Tensor:
@@ -262,7 +258,6 @@ def train_estimators(profile, out_dir, *, steps: int | None = None, progress: bo
     them has to change the face (docs/errata.md, "Robust guides"). ``init_from``: a weights folder whose
     age_estimator + emotion_estimator to start from (fine-tuning) instead of random weights.
     """
-    from cff_lib.estimators import AgeEstimator, EmotionEstimator, create_age_estimator, create_emotion_estimator
     from cff_lib.robustness import l2_pgd
 
     t0 = time.perf_counter()
@@ -274,13 +269,10 @@ def train_estimators(profile, out_dir, *, steps: int | None = None, progress: bo
     bank = training_bank(profile, progress=progress)
     va = bank.valence_arousal()
     rng = _seed_all(profile, "estimators")
-    cfg = synthetic_estimator_config(profile.data.image_size)
-    if init_from is None:
-        age_net, emo_net = AgeEstimator(cfg).train(), EmotionEstimator(cfg).train()
-    else:
-        start = vision_weight_files(init_from)
-        age_net = create_age_estimator("synthetic", verified_path(start["age"])).unfreeze().train()
-        emo_net = create_emotion_estimator("synthetic", verified_path(start["emotion"])).unfreeze().train()
+    start = None if init_from is None else vision_weight_files(init_from)
+    age_net, emo_net = (create_backend(k, "synthetic", None if start is None else verified_path(start[k]),
+                                       image_size=profile.data.image_size).unfreeze().train()
+                        for k in ("age", "emotion"))
 
     def per_image_loss(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # (B,)
         logp = F.log_softmax(age_net.age_head(age_net.backbone(x)), dim=-1)
@@ -330,7 +322,7 @@ def _multi_image_identities(bank: FaceBank) -> FaceBank:
 def train_arcface(profile, out_dir, *, steps: int | None = None, progress: bool = True) -> PretrainReport:
     """ArcFace (IResNet + additive angular margin, s = 32, m ramped 0 -> 0.5 over the first 30% of steps)
     over every training identity with at least two images."""
-    from cff_lib.arcface import ArcFace, ArcMarginProduct, IResNet
+    from cff_lib.arcface import ArcMarginProduct
 
     t0 = time.perf_counter()
     profile, out_dir = _profile(profile), Path(out_dir)
@@ -338,7 +330,7 @@ def train_arcface(profile, out_dir, *, steps: int | None = None, progress: bool 
     steps = _check_steps(steps, sc.arcface_steps)
     bank = _multi_image_identities(training_bank(profile, progress=progress))
     rng = _seed_all(profile, "arcface")
-    arc = ArcFace(IResNet(synthetic_arcface_config(profile.data.image_size))).unfreeze().train()
+    arc = create_backend("arcface", "synthetic", image_size=profile.data.image_size).unfreeze().train()
     head = ArcMarginProduct(512, bank.n_identities, s=32.0, m=0.5)
 
     def step(s: int) -> torch.Tensor:
@@ -394,15 +386,13 @@ def _init_vgg(vgg) -> None:
 def train_perceptual_vgg(profile, out_dir, *, steps: int | None = None, progress: bool = True) -> PretrainReport:
     """The VGG-16-shaped perceptual network (width/4) trained as a multi-task identity / age / emotion
     classifier; only the feature stack (what the perceptual loss reads) is saved."""
-    from cff_lib.vgg_perceptual import PerceptualVGG, VGGConfig
-
     t0 = time.perf_counter()
     profile, out_dir = _profile(profile), Path(out_dir)
     sc = scale_for(profile)
     steps = _check_steps(steps, sc.vgg_steps)
     bank = training_bank(profile, progress=progress)
     rng = _seed_all(profile, "vgg")
-    net = VGGMultiTask(PerceptualVGG(VGGConfig(width_divisor=4)), bank.n_identities).train()
+    net = VGGMultiTask(create_backend("vgg", "synthetic"), bank.n_identities).train()
     _init_vgg(net.vgg)
 
     def step(_: int) -> torch.Tensor:

@@ -135,8 +135,9 @@ def test_training_target_is_diffusers_velocity():
 def test_old_metadata_loads_as_linear_epsilon_and_samples_bit_identically(profile, trained):
     from diffusers import UNet2DModel
 
+    from cff_lib.backends import unet_from_weights
     from cff_lib.conditional_unet import paper_scheduler_config, prediction_type_of
-    from cff_lib.pretrain_ddpm import DDPM_NAME, unet_from_weights
+    from cff_lib.pretrain_ddpm import DDPM_NAME
     from cff_lib.provenance import REPO_ROOT
     from cff_lib.weights import load_verified
 
