@@ -43,6 +43,14 @@ from cff_lib.audio_encoder import (
 )
 from cff_lib.emotions import EMOTIONS
 from cff_lib.encoder_base import Freezable
+from cff_lib.pretraining import (
+    check_steps,
+    load_train_state,
+    run_loop,
+    save_train_state,
+    state_path,
+    warmup_then_cosine,
+)
 from cff_lib.weights import PretrainReport, load_verified, save_weights, verified_path
 
 ENCODER_NAME = "audio"  # weights/<...>/audio.safetensors: the Wav2Vec2Model
@@ -181,13 +189,6 @@ def _train_batch(speakers: list[_Speaker], seed: int, step: int, cfg: AudioPretr
             torch.tensor(spk))
 
 
-def _lr_factor(step: int, cfg: AudioPretrainConfig, steps: int) -> float:
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
-    return 0.1 + 0.9 * 0.5 * (1.0 + np.cos(np.pi * min(1.0, t)))
-
-
 # ------------------------------------------------------------------------------------------ training
 def fit_audio(profile, cfg: AudioPretrainConfig, *, steps: int | None = None, progress: bool = True,
               resume: bool = False, max_wall_s: float | None = None, state_file: Path | None = None
@@ -198,11 +199,8 @@ def fit_audio(profile, cfg: AudioPretrainConfig, *, steps: int | None = None, pr
     when it was written under the same config; ``max_wall_s``: stop after this many seconds and save that state.
     """
     from cff_lib.backends import create_backend
-    from cff_lib.pretrain_ddpm import load_train_state, save_train_state, state_path
 
-    steps = cfg.steps if steps is None else steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive int")
+    steps = check_steps(cfg.steps if steps is None else steps)
     if max_wall_s is not None and not max_wall_s > 0:
         raise ValueError(f"max_wall_s={max_wall_s!r} must be positive or None")
     t_start = time.time()
@@ -220,29 +218,22 @@ def fit_audio(profile, cfg: AudioPretrainConfig, *, steps: int | None = None, pr
         restored = load_train_state(state_file, parts, opt, cfg)
         if restored is not None:
             start, losses = restored
-    done = start
-    bar = tqdm(range(start, steps), desc="audio encoder", disable=not progress, initial=start, total=steps)
-    for step in bar:
+
+    def step_loss(step: int) -> torch.Tensor:
         data_step = step % cfg.fixed_batches if cfg.fixed_batches else step
         waves, emo, age, spk = _train_batch(speakers, seed, data_step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = cfg.learning_rate * _lr_factor(step, cfg, steps)
         f_a = encoder(waves, SAMPLE_RATE)  # (B, 768)
-        loss = (F.cross_entropy(emotion_head(f_a).logits, emo)
+        return (F.cross_entropy(emotion_head(f_a).logits, emo)
                 + cfg.age_weight * F.l1_loss(age_head(f_a), age)
                 + cfg.speaker_weight * F.cross_entropy(speaker_head(f_a), spk))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(modules.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
-        done = step + 1
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        out_of_time = max_wall_s is not None and time.time() - t_start > max_wall_s
-        if done < steps and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or out_of_time):
-            save_train_state(state_file, parts, opt, done, losses, cfg)
-        if out_of_time:
-            break
+
+    losses, done = run_loop(
+        opt, step_loss, steps=steps, lr=cfg.learning_rate,
+        lr_factor=lambda s: warmup_then_cosine(s, steps, cfg.warmup_steps), clip=modules.parameters(),
+        grad_clip=cfg.grad_clip, start=start, losses=losses,
+        checkpoint=lambda done, losses: save_train_state(state_file, parts, opt, done, losses, cfg),
+        checkpoint_every=cfg.checkpoint_every, max_wall_s=max_wall_s, started=t_start, desc="audio encoder",
+        progress=progress)
     return AudioBackends(encoder.eval(), emotion_head.eval(), age_head.eval()), losses, done
 
 
@@ -392,8 +383,6 @@ def train_audio_encoder(profile, out_dir, *, steps: int | None = None, progress:
     preset (tests). ``resume``: continue from the saved training state when it matches the config.
     ``max_wall_s``: stop after this many seconds, save the resumable state, and ship what was reached.
     """
-    from cff_lib.pretrain_ddpm import state_path
-
     t0 = time.time()
     cfg = config or audio_config(profile)
     if not isinstance(cfg, AudioPretrainConfig):

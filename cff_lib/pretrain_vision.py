@@ -28,17 +28,15 @@ CPU; the weights are written with :func:`cff_lib.weights.save_weights` (safetens
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from cff_lib.ages import AGE_MAX, AGE_MIN
 from cff_lib.backends import create_backend
@@ -46,6 +44,7 @@ from cff_lib.captions import caption_variant
 from cff_lib.emotions import EMOTIONS
 from cff_lib.encoders import EMOTION_PROMPT
 from cff_lib.face_banks import FaceBank, concat_banks, dataset_bank, render_bank
+from cff_lib.pretraining import check_steps, loss_curve, optimise
 from cff_lib.vision_heldout import evaluate_clip, evaluate_estimators, evaluate_identity, evaluate_vgg
 from cff_lib.vision_models import FILES, VisionModels, load_vision_models, missing_vision_weights, vision_weight_files
 from cff_lib.weights import PretrainReport, save_weights, verified_path
@@ -141,52 +140,11 @@ def heldout_banks(profile, *, progress: bool = False) -> dict[str, FaceBank]:
     return {"clean": clean, "test": dataset_bank(profile, "test")}
 
 
-# ------------------------------------------------------------------------------------------ training plumbing
+# ------------------------------------------------------------------------------------------ seeds, batches, records
 def _seed_all(profile, model: str) -> np.random.Generator:
     seed = profile.train.seed + _MODEL_CODE[model]
     torch.manual_seed(seed)
     return np.random.default_rng(np.random.SeedSequence([profile.train.seed, _MODEL_CODE[model]]))
-
-
-def _check_steps(steps: int | None, default: int) -> int:
-    if steps is None:
-        return default
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive integer (or None for the profile's default)")
-    return steps
-
-
-def optimise(params, steps: int, lr: float, step_fn: Callable[[int], torch.Tensor], desc: str,
-             progress: bool, *, weight_decay: float = 1e-4, grad_clip: float | None = 5.0) -> list[float]:
-    """AdamW with a 5% linear warm-up and cosine decay; ``grad_clip`` None: no clipping. Returns the loss of
-    every step. The one optimiser loop of the vision pre-training and of ``cff_lib.referees``."""
-    params = [p for p in params if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    losses = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    for step in bar:
-        loss = step_fn(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    return losses
-
-
-def loss_curve(losses: Sequence[float], points: int = 100) -> list[float]:
-    """The loss averaged over ``points`` equal chunks of steps (what records and plots keep)."""
-    if not losses:
-        return []
-    chunks = np.array_split(np.asarray(losses, dtype=np.float64), min(points, len(losses)))
-    return [round(float(c.mean()), 5) for c in chunks]
 
 
 def _command(fn: str, profile) -> str:
@@ -217,7 +175,7 @@ def train_clip(profile, out_dir, *, steps: int | None = None, progress: bool = T
     t0 = time.perf_counter()
     profile, out_dir = _profile(profile), Path(out_dir)
     sc = scale_for(profile)
-    steps = _check_steps(steps, sc.clip_steps)
+    steps = check_steps(steps, sc.clip_steps)
     bank = training_bank(profile, progress=progress)
     rng = _seed_all(profile, "clip")
     clip = create_backend("clip", "synthetic", image_size=profile.data.image_size).train()
@@ -263,7 +221,7 @@ def train_estimators(profile, out_dir, *, steps: int | None = None, progress: bo
     t0 = time.perf_counter()
     profile, out_dir = _profile(profile), Path(out_dir)
     sc = scale_for(profile)
-    steps = _check_steps(steps, sc.estimator_steps)
+    steps = check_steps(steps, sc.estimator_steps)
     if not adversarial_l2 >= 0:
         raise ValueError(f"adversarial_l2={adversarial_l2!r} must be >= 0 (0: standard training)")
     bank = training_bank(profile, progress=progress)
@@ -327,7 +285,7 @@ def train_arcface(profile, out_dir, *, steps: int | None = None, progress: bool 
     t0 = time.perf_counter()
     profile, out_dir = _profile(profile), Path(out_dir)
     sc = scale_for(profile)
-    steps = _check_steps(steps, sc.arcface_steps)
+    steps = check_steps(steps, sc.arcface_steps)
     bank = _multi_image_identities(training_bank(profile, progress=progress))
     rng = _seed_all(profile, "arcface")
     arc = create_backend("arcface", "synthetic", image_size=profile.data.image_size).unfreeze().train()
@@ -389,7 +347,7 @@ def train_perceptual_vgg(profile, out_dir, *, steps: int | None = None, progress
     t0 = time.perf_counter()
     profile, out_dir = _profile(profile), Path(out_dir)
     sc = scale_for(profile)
-    steps = _check_steps(steps, sc.vgg_steps)
+    steps = check_steps(steps, sc.vgg_steps)
     bank = training_bank(profile, progress=progress)
     rng = _seed_all(profile, "vgg")
     net = VGGMultiTask(create_backend("vgg", "synthetic"), bank.n_identities).train()
