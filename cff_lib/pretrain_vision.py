@@ -399,3 +399,18 @@ def ensure_vision_models(profile, out_dir, *, retrain: bool = False, progress: b
     if problems:
         raise ValueError("weight files do not match their provenance records:\n" + "\n".join(problems))
     return load_vision_models(out_dir), reports
+
+
+def train_command(args) -> int:
+    """``cff train vision``: train the four vision backends (or ``--only`` some, in training order) into
+    ``--out`` (default: the profile's weights folder) and print their reports."""
+    import json
+
+    profile = _profile(args.profile)
+    out = args.out or profile.model.weights_dir
+    names = [k for k in TRAINERS if args.only is None or k in args.only]
+    reports = {k: TRAINERS[k](profile, out, steps=args.steps) for k in names}
+    print(json.dumps({k: {"metrics": r.metrics, "wall_s": r.wall_s, "steps": r.steps, "weights": r.weights}
+                      for k, r in reports.items()}, indent=2))
+    return 0
+
