@@ -25,9 +25,9 @@ def main():
 
     from cff_lib.arcface import create_arcface
     from cff_lib.audio_encoder import create_audio_encoder
+    from cff_lib.backends import create_encoders
     from cff_lib.clip_encoder import create_clip
     from cff_lib.conditional_unet import load_unet
-    from cff_lib.encoders import create_encoders
     from cff_lib.estimators import create_age_estimator
     from cff_lib.synthetic_faces import FaceAttributes, render_face, sample_identity
     from cff_lib.vgg_perceptual import create_vgg

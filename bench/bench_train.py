@@ -147,7 +147,8 @@ def main(argv=None) -> int:
 
     profile = load_profile(args.profile)
     if profile.model.backend == "pretrained":  # fail before any subprocess: the files must be there and right
-        from cff_lib.model import locate_pretrained, weights_root
+        from cff_lib.backends import locate_pretrained
+        from cff_lib.model import weights_root
         from cff_lib.paper_world import check_weights
 
         found, missing = locate_pretrained(weights_root(profile))

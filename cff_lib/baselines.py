@@ -238,14 +238,23 @@ def load_or_train_baseline(model, profile, weights_dir=None, options: BaselineOp
                              "train_wall_s": wall, "history": history}
 
 
-def cli(profile_name: str) -> None:
-    """Train (if needed) and save the baseline for a profile (the command in its provenance record)."""
+def train_command(args) -> int:
+    """``cff train baseline``: train (if needed) and save the baseline of ``args.profile`` on its trained
+    model; prints what was done."""
     from cff_lib.config import load_profile
     from cff_lib.model import load_trained_model
 
-    profile = load_profile(profile_name)
+    profile = load_profile(args.profile)
     _, info = load_or_train_baseline(load_trained_model(profile), profile)
     print(json.dumps({k: v for k, v in info.items() if k != "history"}, default=str))
+    return 0
+
+
+def cli(profile_name: str) -> None:
+    """The command its provenance record quotes (``baselines.cli('toy')``): ``cff train baseline --profile``."""
+    from cff_lib.train_commands import parse
+
+    train_command(parse("baseline", ["--profile", profile_name], prog="baselines.cli"))
 
 
 __all__ = ["BASELINE_FILE", "BaselineOptions", "TextOnlyBaseline", "baseline_from_model", "baseline_loss",

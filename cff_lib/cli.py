@@ -1,6 +1,7 @@
 """The ``cff`` command: ``cff reproduce``, ``cff profiles``, ``cff synth``, ``cff manifests``, ``cff weights``,
-``cff rehearse`` (the paper world in miniature, ``cff_lib.rehearsal``),
-``cff edit``, ``cff generate`` and ``cff app`` (the last three: ``cff_lib.editing``, ``cff_lib.app``)."""
+``cff rehearse`` (the paper world in miniature, ``cff_lib.rehearsal``), ``cff train {vision,audio,ddpm,model,
+baseline}`` (every trainer; arguments in ``cff_lib.train_commands``), ``cff edit``, ``cff generate`` and
+``cff app`` (the last three: ``cff_lib.editing``, ``cff_lib.app``)."""
 from __future__ import annotations
 
 import argparse
@@ -209,7 +210,28 @@ def _add_conditions(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upscale", type=int, default=1, help="enlarge the written PNG N times (nearest; default 1)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _train(args) -> int:
+    """``cff train <target>``: each trainer's ``train_command`` (the arguments: ``cff_lib.train_commands``)."""
+    from cff_lib.train_commands import set_threads
+
+    set_threads(args)
+    if args.target == "vision":
+        from cff_lib.pretrain_vision import train_command
+    elif args.target == "audio":
+        from cff_lib.pretrain_audio import train_command
+    elif args.target == "ddpm":
+        from cff_lib.pretrain_ddpm import train_command
+    elif args.target == "model":
+        from cff_lib.training import train_command
+    else:
+        from cff_lib.baselines import train_command
+    return train_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cff`` argument parser (every sub-command)."""
+    from cff_lib.train_commands import add_train_parser
+
     parser = argparse.ArgumentParser(prog="cff", description="ClipFaceFusion companion")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reproduce", help="run every notebook in order with papermill")
@@ -281,7 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--work", action="store_true", help="clean: also the scratch folders of unfinished trainings")
     ru.add_argument("--dry-run", action="store_true", help="clean: only list what would be deleted")
     ru.set_defaults(func=_runs)
-    args = parser.parse_args(argv)
+    add_train_parser(sub).set_defaults(func=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

@@ -12,10 +12,11 @@ Paper sections "Input taxonomy and encoding" and "Reference image and DDIM inver
 
 (Eq. 3, the audio-visual projection ``f_AV = Normalize(W_A f_A + b_A)``, belongs to the fusion module.)
 
-:func:`create_encoders` builds every encoder of one world -- the paper's published models ("pretrained") or
-the same classes at small sizes ("synthetic") -- plus the identity / perceptual / age / emotion networks the
-losses use. The plumbing the encoder modules share (input checks, :class:`Freezable`, safetensors I/O, the
-"weights not found" error) lives in :mod:`cff_lib.encoder_base`, which imports no encoder.
+:class:`EncoderSet` holds every encoder of one world -- the paper's published models ("pretrained") or the
+same classes at small sizes ("synthetic") -- plus the identity / perceptual / age / emotion networks the losses
+use; :func:`cff_lib.backends.create_encoders` builds it (the one backend factory). The plumbing the encoder
+modules share (input checks, :class:`Freezable`, safetensors I/O, the "weights not found" error) lives in
+:mod:`cff_lib.encoder_base`, which imports no encoder.
 
 Every 512-d feature produced at the source (CLIP text/image, f_Age,num, f_Emo,Audio) is L2-normalised; the
 mixtures of Eqs. 5 and 7 are kept exactly as written (a convex combination of unit vectors, not renormalised).
@@ -36,12 +37,10 @@ from cff_lib.ages import AGE_LIMITS, AGE_MAX, AGE_MIN
 from cff_lib.coefficients import UnitCoefficient
 from cff_lib.emotions import emotion_index
 from cff_lib.encoder_base import (
-    check_backend,
     check_feature,
     check_images,
     check_prompts,
     config_from_dict,
-    missing_weights,
     read_safetensors,
     require_file,
     save_safetensors,
@@ -216,11 +215,10 @@ class MultiModalEncoder(nn.Module):
         return self.clip.encode_image(images)  # (B, 512)
 
 
-# ------------------------------------------------------------------------------------------ factory
+# ------------------------------------------------------------------------------------------ one world's encoders
 PUBLISHED = ("clip", "audio", "arcface", "vgg")  # published models: must be given for "pretrained"
 PROJECT_TRAINED = ("audio_emotion", "age", "emotion", "multimodal")  # trained here; None = fresh init
 WEIGHT_KEYS = PUBLISHED + PROJECT_TRAINED
-PRETRAINED_IMAGE_SIZE = 256  # the paper's reference images are 256x256
 
 
 class EncoderSet(nn.Module):
@@ -256,66 +254,3 @@ def load_multimodal_heads(encoder: MultiModalEncoder, path: str | os.PathLike) -
         encoder.age_embedding = NumericAgeEmbedding(config_from_dict(AgeEmbeddingConfig, config))
     _heads(encoder).load_state_dict(state, strict=True)
     return encoder
-
-
-def create_encoders(
-    backend: str,
-    weights: dict[str, str | None] | None = None,
-    *,
-    image_size: int | None = None,
-    frozen: bool = True,
-) -> EncoderSet:
-    """Build every encoder of one world.
-
-    ``weights`` maps WEIGHT_KEYS to file/folder paths (None or absent = not given):
-    clip (open_clip state dict / our safetensors), audio (Wav2Vec2 save_pretrained folder), arcface (.pth or
-    safetensors), vgg (vgg16-397923af.pth or safetensors), audio_emotion / age / emotion (safetensors) and
-    multimodal (α, β, age embedding; safetensors). With ``backend="pretrained"`` the PUBLISHED weights must
-    exist (FileNotFoundError otherwise); project-trained parts left None are freshly initialised and listed
-    in ``EncoderSet.untrained``. ``image_size``: the world's image size (default 256 pretrained, 64
-    synthetic).
-    ``frozen``: freeze the networks the losses use (CLIP, Wav2Vec2, audio emotion head, ArcFace, VGG,
-    estimators); α, β and the age embedding always stay trainable.
-    """
-    from cff_lib.arcface import create_arcface
-    from cff_lib.audio_encoder import create_audio_emotion_head, create_audio_encoder
-    from cff_lib.clip_encoder import create_clip
-    from cff_lib.estimators import create_age_estimator, create_emotion_estimator
-    from cff_lib.vgg_perceptual import create_vgg
-
-    check_backend(backend)
-    weights = dict(weights or {})
-    unknown = set(weights) - set(WEIGHT_KEYS)
-    if unknown:
-        raise ValueError(f"weights has unknown keys {sorted(unknown)}; expected some of {WEIGHT_KEYS}")
-    if image_size is None:
-        image_size = PRETRAINED_IMAGE_SIZE if backend == "pretrained" else 64
-    w = {k: weights.get(k) for k in WEIGHT_KEYS}
-    untrained = tuple(k for k in PROJECT_TRAINED if w[k] is None)
-    # published models first: a missing file fails before anything heavy is built
-    if backend == "pretrained":
-        for key, what in (("clip", "CLIP ViT-B/32"), ("arcface", "ArcFace iresnet50"), ("vgg", "VGG-16")):
-            if w[key] is None or not Path(w[key]).is_file():
-                raise missing_weights(what, w[key],
-                                      f"Set weights[{key!r}]; see cff_lib/{_MODULE_OF[key]}.py.")
-        if w["audio"] is None or not Path(w["audio"]).is_dir():
-            raise missing_weights("Wav2Vec 2.0 base", w["audio"],
-                                  "Set weights['audio']; see cff_lib/audio_encoder.py.")
-
-    clip = create_clip(backend, w["clip"], image_size_synthetic=min(image_size, 64))
-    audio = create_audio_encoder(backend, w["audio"])
-    head = create_audio_emotion_head(w["audio_emotion"])
-    mm = MultiModalEncoder(clip, audio, head, image_size=image_size)
-    if w["multimodal"] is not None:
-        load_multimodal_heads(mm, w["multimodal"])
-    arc = create_arcface(backend, w["arcface"], image_size=image_size)
-    vgg = create_vgg(backend, w["vgg"])
-    age = create_age_estimator(backend, w["age"], allow_untrained=True, image_size=image_size)
-    emo = create_emotion_estimator(backend, w["emotion"], allow_untrained=True, image_size=image_size)
-    if frozen:
-        for m in (clip, audio, head, arc, vgg, age, emo):
-            m.freeze()
-    return EncoderSet(backend, mm, arc, vgg, age, emo, untrained)
-
-
-_MODULE_OF = {"clip": "clip_encoder", "arcface": "arcface", "vgg": "vgg_perceptual"}

@@ -45,9 +45,10 @@ alignment (W_A, b_A, η, γ), the fusion (Eqs. 10-12), the conditioning vector's
 and keeps the backbone frozen. CLIP, Wav2Vec2, the audio emotion head, ArcFace,
 VGG and the age/emotion estimators are always frozen (they are the losses' judges).
 
-Backend weights live in ``profile.model.weights_dir``: the synthetic world's as notebooks/02 writes them
-(:data:`SYNTHETIC_FILES`, each sha256-checked against its provenance record), the paper world's under the
-names of :data:`PRETRAINED_FILES`; the trained ClipFaceFusion parts in ``MODEL_FILE`` there (safetensors;
+Backend weights live in ``profile.model.weights_dir``, built by the one backend factory
+(:func:`cff_lib.backends.build_backends`): the synthetic world's as notebooks/02 writes them
+(``backends.SYNTHETIC_FILES``, each sha256-checked against its provenance record), the paper world's under the
+names of ``backends.PRETRAINED_FILES``; the trained ClipFaceFusion parts in ``MODEL_FILE`` there (safetensors;
 only the trainable tensors, with the sha256 of every backend file they were trained on, so they cannot
 silently be loaded onto other backends).
 """
@@ -66,25 +67,13 @@ from torch import Tensor, nn
 
 from cff_lib import ddim
 from cff_lib.atomic import atomic_path
+from cff_lib.backends import build_backends
 from cff_lib.captions import caption_from_attributes, source_caption
 from cff_lib.coefficients import UnitCoefficient
-from cff_lib.conditional_unet import (
-    ConditionalUNet,
-    attach_scheduler,
-    load_unet,
-    paper_unet_config,
-    synthetic_unet_config,
-)
+from cff_lib.conditional_unet import ConditionalUNet
 from cff_lib.config import DROPPABLE_INPUTS, FUSION_MODES
 from cff_lib.emotions import EMOTIONS, emotion_index, valence_arousal
-from cff_lib.encoders import (
-    EMOTION_PROMPT,
-    WEIGHT_KEYS,
-    EncoderSet,
-    MultiModalEncoder,
-    check_age,
-    create_encoders,
-)
+from cff_lib.encoders import EMOTION_PROMPT, EncoderSet, check_age
 from cff_lib.fusion import (
     AudioVisualAlignment,
     ConditioningVector,
@@ -107,25 +96,6 @@ MODEL_KIND = "ClipFaceFusion"
 
 TRAINABLE_MODES = ("fusion", "fusion+unet", "adapter")
 
-PRETRAINED_FILES: dict[str, tuple[str, ...]] = {
-    # paper world: create_encoders' weights key (or "unet") -> candidate names inside weights_dir
-    "clip": ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "clip.safetensors"),
-    "audio": ("wav2vec2-base", "audio"),  # save_pretrained folder
-    "arcface": ("backbone.pth", "arcface_r50.pth", "arcface.safetensors"),
-    "vgg": ("vgg16-397923af.pth", "vgg.safetensors"),
-    "audio_emotion": ("audio_emotion.safetensors",),
-    "age": ("age_estimator.safetensors",),
-    "emotion": ("emotion_estimator.safetensors",),
-    "unet": ("ddpm-ema-celebahq-256", "unet"),  # diffusers UNet2DModel folder
-}
-SYNTHETIC_FILES: dict[str, str] = {
-    # synthetic world: part -> safetensors written by notebooks/02 (cff_lib.pretrain_*; sha256-checked
-    # against its .provenance.json by cff_lib.weights)
-    "clip": "clip.safetensors", "age": "age_estimator.safetensors", "emotion": "emotion_estimator.safetensors",
-    "arcface": "arcface.safetensors", "vgg": "vgg.safetensors", "audio": "audio.safetensors",
-    "audio_emotion": "audio_emotion.safetensors", "unet": "ddpm.safetensors",
-}
-
 # parts each trainable mode updates: attribute paths on ClipFaceFusion
 _FUSION_PARTS = ("encoders.multimodal.age_embedding", "encoders.multimodal.alpha", "encoders.multimodal.beta",
                  "av", "fusion", "conditioning", "nu", "unet.cond_proj")
@@ -138,34 +108,6 @@ def weights_root(profile, weights_dir: str | os.PathLike | None = None) -> Path:
     """``weights_dir`` or the profile's ``model.weights_dir``; relative paths are from the repository root."""
     root = Path(weights_dir if weights_dir is not None else profile.model.weights_dir)
     return root if root.is_absolute() else REPO_ROOT / root
-
-
-def locate_pretrained(weights_dir: str | os.PathLike) -> tuple[dict[str, str | None], list[str]]:
-    """(key -> path or None, keys not found) for every entry of :data:`PRETRAINED_FILES` in ``weights_dir``."""
-    root = Path(weights_dir)
-    found: dict[str, str | None] = {}
-    for key, names in PRETRAINED_FILES.items():
-        hits = [root / n for n in names if (root / n).exists()]
-        found[key] = str(hits[0]) if hits else None
-    return found, [k for k, v in found.items() if v is None]
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file, or of a folder's files (sorted relative names and bytes)."""
-    path, h = Path(path), hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def _load_plain_unet(path: str) -> nn.Module:
-    p = Path(path)
-    return load_unet(p / "unet" if (p / "unet" / "config.json").is_file() else p)
 
 
 # ------------------------------------------------------------------------------------------ conditions
@@ -631,93 +573,7 @@ def read_checkpoint(path: str | os.PathLike, prefix: str = "") -> tuple[dict[str
     return tensors, meta
 
 
-# ------------------------------------------------------------------------------------------ factory
-def _synthetic_backends(root: Path, image_size: int, allow_untrained: bool
-                        ) -> tuple[EncoderSet, nn.Module, dict[str, str]]:
-    """The synthetic world's backends from notebooks/02's files in ``root`` (random where absent and allowed)."""
-    from diffusers import UNet2DModel
-
-    from cff_lib.arcface import ArcFace, IResNet, create_arcface, synthetic_arcface_config
-    from cff_lib.audio_encoder import AudioEncoder, create_audio_emotion_head, create_audio_encoder
-    from cff_lib.clip_encoder import build_synthetic_clip, create_clip, synthetic_clip_config
-    from cff_lib.estimators import (
-        AgeEstimator,
-        EmotionEstimator,
-        create_age_estimator,
-        create_emotion_estimator,
-        synthetic_estimator_config,
-    )
-    from cff_lib.vgg_perceptual import create_vgg
-    from cff_lib.weights import load_verified, sha256_file, verified_path
-
-    present = {k: (root / f).is_file() for k, f in SYNTHETIC_FILES.items()}
-    missing = [f"{k} ({SYNTHETIC_FILES[k]})" for k, ok in present.items() if not ok]
-    if missing and not allow_untrained:
-        raise FileNotFoundError(f"synthetic backend weights missing in {root}: {', '.join(missing)}. Run "
-                                "notebooks/02_encoders for this profile (it trains them), or pass "
-                                "allow_untrained=True for random ones")
-    path = {k: (verified_path(root / f) if present[k] else None) for k, f in SYNTHETIC_FILES.items()}
-    # random stand-ins take the architectures notebooks/02 trains (cff_lib.pretrain_vision)
-    clip = (create_clip("synthetic", path["clip"]) if path["clip"] is not None
-            else build_synthetic_clip(synthetic_clip_config(image_size)))
-    if path["audio"] is not None:
-        from transformers import Wav2Vec2Config, Wav2Vec2Model
-
-        loaded = load_verified(root / SYNTHETIC_FILES["audio"])
-        wav2vec = Wav2Vec2Model(Wav2Vec2Config(**loaded.config["architecture"]))
-        wav2vec.load_state_dict(loaded.tensors, strict=True)
-        audio = AudioEncoder(wav2vec.eval())
-    else:
-        audio = create_audio_encoder("synthetic")
-    mm = MultiModalEncoder(clip, audio, create_audio_emotion_head(path["audio_emotion"]), image_size=image_size)
-    arcface = (create_arcface("synthetic", path["arcface"]) if path["arcface"] is not None
-               else ArcFace(IResNet(synthetic_arcface_config(image_size)).eval()))
-    age = (create_age_estimator("synthetic", path["age"]) if path["age"] is not None
-           else AgeEstimator(synthetic_estimator_config(image_size)).eval())
-    emotion = (create_emotion_estimator("synthetic", path["emotion"]) if path["emotion"] is not None
-               else EmotionEstimator(synthetic_estimator_config(image_size)).eval())
-    encoders = EncoderSet("synthetic", mm, arcface, create_vgg("synthetic", path["vgg"]), age, emotion,
-                          untrained=tuple(k for k, ok in present.items() if not ok) + ("multimodal",))
-    for m in (clip, audio, mm.audio_emotion, encoders.arcface, encoders.vgg, encoders.age, encoders.emotion):
-        m.freeze()
-    if path["unet"] is not None:
-        loaded = load_verified(root / SYNTHETIC_FILES["unet"])
-        arch = {k: tuple(v) if isinstance(v, list) else v for k, v in loaded.config["architecture"].items()}
-        unet = UNet2DModel(**arch)
-        unet.load_state_dict(loaded.tensors, strict=True)
-        # the DDPM's own schedule and prediction target travel with it (cff_lib.ddim reads them); files that
-        # record the paper's linear-β, ε config sample exactly as before
-        attach_scheduler(unet, loaded.config.get("scheduler"))
-    else:
-        unet = UNet2DModel(**synthetic_unet_config(image_size))
-    digests = {k: (sha256_file(p) if p is not None else "untrained") for k, p in path.items()}
-    return encoders, unet, digests
-
-
-def _pretrained_backends(root: Path, profile, allow_untrained: bool) -> tuple[EncoderSet, nn.Module, dict[str, str]]:
-    """The paper world's backends (published models) from ``root``, named as in :data:`PRETRAINED_FILES`."""
-    found, missing = locate_pretrained(root)
-    if missing and not allow_untrained:
-        names = ", ".join(f"{k} ({' | '.join(PRETRAINED_FILES[k])})" for k in missing)
-        raise FileNotFoundError(f"pretrained weights missing in {root}: {names}. Nothing is downloaded: "
-                                "see docs/paper_world.md for where to get each")
-    from cff_lib.paper_world import PaperWorldError, check_weights
-
-    problems = check_weights(found, root)  # headers only: a wrong or truncated file fails here, in seconds
-    if problems:
-        raise PaperWorldError(problems)
-    encoders = create_encoders("pretrained", {k: found.get(k) for k in WEIGHT_KEYS if k in found},
-                               image_size=profile.data.image_size)
-    if found["unet"] is not None:
-        unet = _load_plain_unet(found["unet"])
-    else:
-        from diffusers import UNet2DModel
-
-        unet = UNet2DModel(**paper_unet_config())
-    digests = {k: (file_digest(v) if v is not None else "untrained") for k, v in found.items()}
-    return encoders, unet, digests
-
-
+# ------------------------------------------------------------------------------------------ assembly
 def build_model(profile, weights_dir: str | os.PathLike | None = None, *, allow_untrained: bool = False,
                 unet_config: Mapping[str, Any] | None = None, device: str | torch.device | None = None
                 ) -> ClipFaceFusion:
@@ -732,10 +588,8 @@ def build_model(profile, weights_dir: str | os.PathLike | None = None, *, allow_
     root = weights_root(profile, weights_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(profile.train.seed)
-        if profile.model.backend == "synthetic":
-            encoders, unet, digests = _synthetic_backends(root, profile.data.image_size, allow_untrained)
-        else:
-            encoders, unet, digests = _pretrained_backends(root, profile, allow_untrained)
+        encoders, unet, digests = build_backends(profile.model.backend, root, image_size=profile.data.image_size,
+                                                 allow_untrained=allow_untrained)
         if unet_config is not None and digests.get("unet") == "untrained":
             from diffusers import UNet2DModel
 
@@ -766,6 +620,5 @@ def load_trained_model(profile, weights_dir: str | os.PathLike | None = None, *,
     return model.eval()
 
 
-__all__ = ["ClipFaceFusion", "Condition", "ConditionInputs", "MODEL_FILE", "PRETRAINED_FILES", "SYNTHETIC_FILES",
-           "build_model", "load_trained_model", "locate_pretrained", "read_checkpoint",
-           "weights_root"]
+__all__ = ["ClipFaceFusion", "Condition", "ConditionInputs", "MODEL_FILE", "build_model", "load_trained_model",
+           "read_checkpoint", "weights_root"]

@@ -31,7 +31,7 @@ HOW_TO_FIX = {
     "emotion": "save an EmotionEstimator with EmotionEstimator.save (docs/paper_world.md)",
     "unet": "write google/ddpm-ema-celebahq-256 with UNet2DModel.from_pretrained(...).save_pretrained(folder)",
 }
-"""Key of :data:`cff_lib.model.PRETRAINED_FILES` -> how to put the right file in place."""
+"""Key of :data:`cff_lib.backends.PRETRAINED_FILES` -> how to put the right file in place."""
 
 DOC = "docs/paper_world.md"
 
@@ -239,7 +239,7 @@ def check_one(key: str, path: str | os.PathLike) -> list[str]:
 
 def check_weights(found: Mapping[str, str | None], root: str | os.PathLike) -> list[str]:
     """Problems of every located paper-world file (``found``: key -> path or None, as
-    :func:`cff_lib.model.locate_pretrained` returns). Missing files are the caller's concern."""
+    :func:`cff_lib.backends.locate_pretrained` returns). Missing files are the caller's concern."""
     problems = []
     for key, path in found.items():
         if path is not None:

@@ -40,10 +40,17 @@ from cff_lib.audio_encoder import (
     SYNTHETIC_CONFIG,
     AudioEmotionHead,
     AudioEncoder,
-    create_audio_emotion_head,
 )
 from cff_lib.emotions import EMOTIONS
 from cff_lib.encoder_base import Freezable
+from cff_lib.pretraining import (
+    check_steps,
+    load_train_state,
+    run_loop,
+    save_train_state,
+    state_path,
+    warmup_then_cosine,
+)
 from cff_lib.weights import PretrainReport, load_verified, save_weights, verified_path
 
 ENCODER_NAME = "audio"  # weights/<...>/audio.safetensors: the Wav2Vec2Model
@@ -131,10 +138,10 @@ class AudioBackends(NamedTuple):
 
 
 def _new_encoder(seed: int) -> AudioEncoder:
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    from cff_lib.backends import create_backend
 
     torch.manual_seed(seed)
-    return AudioEncoder(Wav2Vec2Model(Wav2Vec2Config(**SYNTHETIC_CONFIG)))
+    return create_backend("audio", "synthetic")  # a random SYNTHETIC_CONFIG Wav2Vec2Model
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -182,13 +189,6 @@ def _train_batch(speakers: list[_Speaker], seed: int, step: int, cfg: AudioPretr
             torch.tensor(spk))
 
 
-def _lr_factor(step: int, cfg: AudioPretrainConfig, steps: int) -> float:
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
-    return 0.1 + 0.9 * 0.5 * (1.0 + np.cos(np.pi * min(1.0, t)))
-
-
 # ------------------------------------------------------------------------------------------ training
 def fit_audio(profile, cfg: AudioPretrainConfig, *, steps: int | None = None, progress: bool = True,
               resume: bool = False, max_wall_s: float | None = None, state_file: Path | None = None
@@ -198,11 +198,9 @@ def fit_audio(profile, cfg: AudioPretrainConfig, *, steps: int | None = None, pr
     ``resume``: continue from ``state_file`` (default ``build/pretrain_state/<profile>/audio_state.safetensors``)
     when it was written under the same config; ``max_wall_s``: stop after this many seconds and save that state.
     """
-    from cff_lib.pretrain_ddpm import load_train_state, save_train_state, state_path
+    from cff_lib.backends import create_backend
 
-    steps = cfg.steps if steps is None else steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive int")
+    steps = check_steps(cfg.steps if steps is None else steps)
     if max_wall_s is not None and not max_wall_s > 0:
         raise ValueError(f"max_wall_s={max_wall_s!r} must be positive or None")
     t_start = time.time()
@@ -210,7 +208,7 @@ def fit_audio(profile, cfg: AudioPretrainConfig, *, steps: int | None = None, pr
     seed = int(profile.train.audio_seed) + cfg.seed_offset
     speakers = _speakers(seed, _TRAIN_STREAM, cfg.n_train_speakers)
     encoder = _new_encoder(seed)
-    emotion_head, age_head = AudioEmotionHead(), AudioAgeHead()
+    emotion_head, age_head = create_backend("audio_emotion", "synthetic"), AudioAgeHead()
     speaker_head = nn.Sequential(nn.LayerNorm(768), nn.Linear(768, cfg.n_train_speakers))
     modules = nn.ModuleList([encoder, emotion_head, age_head, speaker_head]).train()
     opt = torch.optim.AdamW(modules.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -220,29 +218,22 @@ def fit_audio(profile, cfg: AudioPretrainConfig, *, steps: int | None = None, pr
         restored = load_train_state(state_file, parts, opt, cfg)
         if restored is not None:
             start, losses = restored
-    done = start
-    bar = tqdm(range(start, steps), desc="audio encoder", disable=not progress, initial=start, total=steps)
-    for step in bar:
+
+    def step_loss(step: int) -> torch.Tensor:
         data_step = step % cfg.fixed_batches if cfg.fixed_batches else step
         waves, emo, age, spk = _train_batch(speakers, seed, data_step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = cfg.learning_rate * _lr_factor(step, cfg, steps)
         f_a = encoder(waves, SAMPLE_RATE)  # (B, 768)
-        loss = (F.cross_entropy(emotion_head(f_a).logits, emo)
+        return (F.cross_entropy(emotion_head(f_a).logits, emo)
                 + cfg.age_weight * F.l1_loss(age_head(f_a), age)
                 + cfg.speaker_weight * F.cross_entropy(speaker_head(f_a), spk))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(modules.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
-        done = step + 1
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        out_of_time = max_wall_s is not None and time.time() - t_start > max_wall_s
-        if done < steps and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or out_of_time):
-            save_train_state(state_file, parts, opt, done, losses, cfg)
-        if out_of_time:
-            break
+
+    losses, done = run_loop(
+        opt, step_loss, steps=steps, lr=cfg.learning_rate,
+        lr_factor=lambda s: warmup_then_cosine(s, steps, cfg.warmup_steps), clip=modules.parameters(),
+        grad_clip=cfg.grad_clip, start=start, losses=losses,
+        checkpoint=lambda done, losses: save_train_state(state_file, parts, opt, done, losses, cfg),
+        checkpoint_every=cfg.checkpoint_every, max_wall_s=max_wall_s, started=t_start, desc="audio encoder",
+        progress=progress)
     return AudioBackends(encoder.eval(), emotion_head.eval(), age_head.eval()), losses, done
 
 
@@ -367,21 +358,20 @@ def save_audio_backends(backends: AudioBackends, out_dir, *, profile, metrics: d
 
 
 def load_audio_backends(weights_dir) -> AudioBackends:
-    """The hash-checked audio encoder, emotion head and age head of ``weights_dir`` (eval mode, not frozen)."""
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    """The hash-checked audio encoder, emotion head and age head of ``weights_dir`` (eval mode, not frozen);
+    the encoder and the emotion head through the backend factory (:func:`cff_lib.backends.create_backend`)."""
+    from cff_lib.backends import create_backend
 
     weights_dir = Path(weights_dir)
     if not isinstance(weights_dir, Path) or not weights_dir.is_dir():
         raise FileNotFoundError(f"weights_dir={str(weights_dir)!r} is not a folder; train with "
                                 "cff_lib.pretrain_audio.train_audio_encoder(profile, weights_dir)")
-    enc = load_verified(weights_dir / ENCODER_NAME, kind=ENCODER_KIND)
-    model = Wav2Vec2Model(Wav2Vec2Config(**enc.config["architecture"]))
-    model.load_state_dict(enc.tensors, strict=True)
-    emotion = create_audio_emotion_head(verified_path(weights_dir / EMOTION_NAME))
+    encoder = create_backend("audio", "synthetic", weights_dir / f"{ENCODER_NAME}.safetensors")  # hash-checked
+    emotion = create_backend("audio_emotion", "synthetic", verified_path(weights_dir / EMOTION_NAME))
     age = load_verified(weights_dir / AGE_NAME, kind=AGE_KIND)
     age_head = AudioAgeHead(AudioAgeConfig(**age.config["architecture"]))
     age_head.load_state_dict(age.tensors, strict=True)
-    return AudioBackends(AudioEncoder(model).eval(), emotion.eval(), age_head.eval())
+    return AudioBackends(encoder.eval(), emotion.eval(), age_head.eval())
 
 
 def train_audio_encoder(profile, out_dir, *, steps: int | None = None, progress: bool = True,
@@ -393,8 +383,6 @@ def train_audio_encoder(profile, out_dir, *, steps: int | None = None, progress:
     preset (tests). ``resume``: continue from the saved training state when it matches the config.
     ``max_wall_s``: stop after this many seconds, save the resumable state, and ship what was reached.
     """
-    from cff_lib.pretrain_ddpm import state_path
-
     t0 = time.time()
     cfg = config or audio_config(profile)
     if not isinstance(cfg, AudioPretrainConfig):
@@ -420,25 +408,21 @@ def evaluate_audio_encoder(profile, weights_dir, *, progress: bool = False) -> d
     return evaluate_backends(profile, load_audio_backends(weights_dir), audio_config(profile), progress=progress)
 
 
-def main(argv=None) -> None:
-    import argparse
+def train_command(args) -> int:
+    """``cff train audio`` (``python -m cff_lib.pretrain_audio``): train, write the weights, print the report."""
     import json
 
     from cff_lib.config import load_profile
 
-    ap = argparse.ArgumentParser(description="Pre-train the synthetic world's audio encoder and heads.")
-    ap.add_argument("--profile", default="toy", help="profile name (default: toy)")
-    ap.add_argument("--out", default=None, help="weights folder (default: the profile's model.weights_dir)")
-    ap.add_argument("--steps", type=int, default=None, help="override the preset's step count")
-    ap.add_argument("--resume", action="store_true", help="continue from the saved training state")
-    ap.add_argument("--max-wall-s", type=float, default=None, help="stop (resumably) after this many seconds")
-    args = ap.parse_args(argv)
     profile = load_profile(args.profile)
     out = args.out or profile.model.weights_dir
     report = train_audio_encoder(profile, out, steps=args.steps, resume=args.resume, max_wall_s=args.max_wall_s)
     print(json.dumps({"metrics": report.metrics, "wall_s": report.wall_s, "steps": report.steps,
                       "weights": report.weights}, indent=2))
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the entry point its provenance records quote: the same as `cff train audio`
+    from cff_lib.train_commands import run
+
+    raise SystemExit(run("audio", train_command, prog="python -m cff_lib.pretrain_audio"))

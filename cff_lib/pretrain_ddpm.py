@@ -25,7 +25,7 @@ linear schedule's ᾱ_999 = 4e-5 leaves signal in "pure noise" that an ε model 
 f_θ = (x − √(1−ᾱ) ε)/√ᾱ multiplies its ε error by ~150 at t = 999, so the toy DDPM's samples come out as
 flat saturated colours or colour casts (docs/errata.md, "Synthetic DDPM v2"). The schedule and target are
 recorded in the weight file's config (``scheduler``, a ``DDPMScheduler`` config with ``prediction_type``);
-:func:`load_ddpm` / :func:`unet_from_weights` attach it to the UNet (``noise_scheduler_config``), and
+:func:`load_ddpm` / :func:`cff_lib.backends.unet_from_weights` attach it to the UNet (``noise_scheduler_config``), and
 :mod:`cff_lib.ddim` samples every model under its own schedule and target. Files without the key, or with the
 paper's config (every file written before), load and sample exactly as before.
 """
@@ -42,7 +42,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from cff_lib.ages import AGE_MAX, AGE_MIN
@@ -60,8 +59,16 @@ from cff_lib.conditional_unet import (
     tiny_unet_config,
 )
 from cff_lib.emotions import EMOTIONS
+from cff_lib.pretraining import (
+    check_steps,
+    load_train_state,
+    run_loop,
+    save_train_state,
+    state_path,
+    warmup_then_cosine,
+)
 from cff_lib.provenance import REPO_ROOT
-from cff_lib.weights import PretrainReport, load_verified, save_weights
+from cff_lib.weights import PretrainReport, save_weights
 
 DDPM_NAME = "ddpm"  # weights/<...>/ddpm.safetensors
 DDPM_KIND = "UNet2DModel"
@@ -229,69 +236,6 @@ def _batch(bank: torch.Tensor, seed: int, step: int, cfg: DdpmPretrainConfig, n_
     return x0, t, noise
 
 
-def _lr_factor(step: int, cfg: DdpmPretrainConfig, steps: int) -> float:
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if getattr(cfg, "lr_schedule", "cosine") == "constant":
-        return 1.0
-    t = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-
-# ------------------------------------------------------------------------------------------ training state
-def state_path(profile, name: str = STATE_NAME) -> Path:
-    """Where a stopped run of ``profile`` keeps its resumable state (scratch, under build/)."""
-    return REPO_ROOT / "build" / "pretrain_state" / profile.name / name
-
-
-def save_train_state(path: Path, modules: dict[str, nn.Module], opt, step: int, losses: list[float],
-                     cfg) -> None:
-    """Write a resumable training state (module weights, AdamW state, step, losses, config) as safetensors."""
-    from safetensors.torch import save_file
-
-    tensors = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
-    sd = opt.state_dict()
-    for i, st in sd["state"].items():
-        for name, v in st.items():
-            tensors[f"opt.{i}.{name}"] = torch.as_tensor(v)
-    tensors["rng.torch"] = torch.get_rng_state()  # dropout draws continue exactly where they stopped
-    meta = {"step": str(step), "losses": json.dumps(losses), "param_groups": json.dumps(sd["param_groups"]),
-            "config": json.dumps(dataclasses.asdict(cfg))}
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-
-
-def load_train_state(path: Path, modules: dict[str, nn.Module], opt, cfg) -> tuple[int, list[float]] | None:
-    """Restore a state written by :func:`save_train_state` into ``modules`` and ``opt``; returns (step, losses),
-    or None (nothing changed) when the file is absent or was written under another config (``steps`` aside)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        return None
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
-    # a field added after the state was written counts as its default (older states stay resumable)
-    saved = {**json.loads(json.dumps(defaults)), **json.loads(meta.get("config", "{}"))}
-    mine = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    if {k: v for k, v in saved.items() if k != "steps"} != {k: v for k, v in mine.items() if k != "steps"}:
-        return None
-    tensors = load_file(str(path))
-    for name, m in modules.items():
-        m.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")},
-                          strict=True)
-    state: dict[int, dict] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, i, name = k.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
-    return int(meta["step"]), json.loads(meta["losses"])
-
-
 # ------------------------------------------------------------------------------------------ training
 def fit_ddpm(profile, cfg: DdpmPretrainConfig, *, steps: int | None = None, progress: bool = True,
              resume: bool = False, max_wall_s: float | None = None, state_file: Path | None = None,
@@ -305,9 +249,7 @@ def fit_ddpm(profile, cfg: DdpmPretrainConfig, *, steps: int | None = None, prog
     """
     from diffusers import DDPMScheduler, UNet2DModel
 
-    steps = cfg.steps if steps is None else steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive int")
+    steps = check_steps(cfg.steps if steps is None else steps)
     if max_wall_s is not None and not max_wall_s > 0:
         raise ValueError(f"max_wall_s={max_wall_s!r} must be positive or None")
     t_start = time.time()
@@ -319,42 +261,38 @@ def fit_ddpm(profile, cfg: DdpmPretrainConfig, *, steps: int | None = None, prog
     ema = attach_scheduler(copy.deepcopy(unet).requires_grad_(False), scheduler_config(cfg))
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     bank = render_faces(seed, _TRAIN_STREAM, cfg.n_train_faces, int(profile.data.image_size), progress)
-    state_file = state_file or state_path(profile)
+    state_file = state_file or state_path(profile, STATE_NAME)
     start, losses = 0, []
     if resume:
         restored = load_train_state(state_file, {"model": unet, "ema": ema}, opt, cfg)
         if restored is not None:
             start, losses = restored
     unet.train()
-    bar = tqdm(range(start, steps), desc="ddpm", disable=not progress, initial=start, total=steps)
-    done = start
-    for step in bar:
+
+    def step_loss(step: int) -> torch.Tensor:
         x0, t, noise = _batch(bank, seed, step % cfg.fixed_batches if cfg.fixed_batches else step, cfg, k)
-        for g in opt.param_groups:
-            g["lr"] = cfg.learning_rate * _lr_factor(step, cfg, steps)
         x_t = scheduler.add_noise(x0, noise, t)
-        loss = F.mse_loss(unet(x_t, t).sample, training_target(scheduler, x0, noise, t, cfg.prediction_type))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
-        opt.step()
-        with torch.no_grad():
-            d = min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_decay > 0 else 0.0
-            for pe, p in zip(ema.parameters(), unet.parameters(), strict=True):
-                pe.lerp_(p, 1.0 - d)
-        losses.append(float(loss.detach()))
-        done = step + 1
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        out_of_time = max_wall_s is not None and time.time() - t_start > max_wall_s
-        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps) or (
-                out_of_time and done < steps):
-            save_train_state(state_file, {"model": unet, "ema": ema}, opt, done, losses, cfg)
-            if on_checkpoint is not None:
-                with torch.random.fork_rng(devices=[]):
-                    on_checkpoint(ema, done, losses)
-                ema.requires_grad_(False)
-        if out_of_time:
-            break
+        return F.mse_loss(unet(x_t, t).sample, training_target(scheduler, x0, noise, t, cfg.prediction_type))
+
+    @torch.no_grad()
+    def update_ema(step: int) -> None:
+        d = min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_decay > 0 else 0.0
+        for pe, p in zip(ema.parameters(), unet.parameters(), strict=True):
+            pe.lerp_(p, 1.0 - d)
+
+    def checkpoint(done: int, losses: list[float]) -> None:
+        save_train_state(state_file, {"model": unet, "ema": ema}, opt, done, losses, cfg)
+        if on_checkpoint is not None:
+            with torch.random.fork_rng(devices=[]):
+                on_checkpoint(ema, done, losses)
+            ema.requires_grad_(False)
+
+    losses, done = run_loop(
+        opt, step_loss, steps=steps, lr=cfg.learning_rate,
+        lr_factor=lambda s: warmup_then_cosine(s, steps, cfg.warmup_steps, constant=cfg.lr_schedule == "constant"),
+        clip=unet.parameters(), grad_clip=cfg.grad_clip, start=start, losses=losses, after_step=update_ema,
+        checkpoint=checkpoint, checkpoint_every=cfg.checkpoint_every, max_wall_s=max_wall_s, started=t_start,
+        desc="ddpm", progress=progress, postfix_window=50, postfix_format=".4f")
     return ema.eval(), losses, done, bank
 
 
@@ -507,27 +445,16 @@ def train_ddpm(profile, out_dir, *, steps: int | None = None, progress: bool = T
                           weights=(str(path) + ".safetensors",), losses=tuple(losses))
 
 
-def unet_from_weights(loaded):
-    """The ``UNet2DModel`` (eval mode) of a hash-checked DDPM file (``cff_lib.weights.load_verified``), carrying
-    the scheduler config it was trained with (``noise_scheduler_config``: ᾱ schedule + prediction type, read
-    by :mod:`cff_lib.ddim`). Files written before the config was honoured record the paper's linear-β,
-    ε config, so they load and sample exactly as before."""
-    from diffusers import UNet2DModel
-
-    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in loaded.config["architecture"].items()}
-    unet = UNet2DModel(**arch)
-    unet.load_state_dict(loaded.tensors, strict=True)
-    return attach_scheduler(unet.eval(), loaded.config.get("scheduler"))
-
-
 def load_ddpm(weights_dir, name: str = DDPM_NAME):
     """The hash-checked unconditional ``UNet2DModel`` ``weights_dir/<name>`` (eval mode), carrying its
-    schedule and prediction type (:func:`unet_from_weights`)."""
+    schedule and prediction type, built by the backend factory (:func:`cff_lib.backends.create_backend`)."""
+    from cff_lib.backends import create_backend
+
     weights_dir = Path(weights_dir)
     if not weights_dir.is_dir():
         raise FileNotFoundError(f"weights_dir={str(weights_dir)!r} is not a folder; train with "
                                 "cff_lib.pretrain_ddpm.train_ddpm(profile, weights_dir)")
-    return unet_from_weights(load_verified(weights_dir / name, kind=DDPM_KIND))
+    return create_backend("unet", "synthetic", weights_dir / f"{name}.safetensors")  # hash-checked
 
 
 SAMPLERS = ("ddim", "ddpm")
@@ -606,33 +533,16 @@ def ddpm_sample_grid(profile, weights_dir, n: int = 16, seed: int = 2024, *, n_s
     return fig
 
 
-def main(argv=None) -> None:
-    import argparse
-
+def train_command(args) -> int:
+    """``cff train ddpm`` (``python -m cff_lib.pretrain_ddpm``): train, write the weights, print the report,
+    optionally write sample grids (``--grid``)."""
     from cff_lib.config import load_profile
 
-    ap = argparse.ArgumentParser(description="Pre-train the synthetic world's unconditional face DDPM.")
-    ap.add_argument("--profile", default="toy", help="profile name (default: toy)")
-    ap.add_argument("--out", default=None, help="weights folder (default: the profile's model.weights_dir)")
-    ap.add_argument("--steps", type=int, default=None, help="override the preset's step count")
-    ap.add_argument("--resume", action="store_true", help="continue from the saved training state")
-    ap.add_argument("--max-wall-s", type=float, default=None, help="stop (resumably) after this many seconds")
-    ap.add_argument("--grid", default=None, help="also write a sample grid PNG here")
-    ap.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                    help="pre-training preset (default: ci for the ci profile, toy otherwise)")
-    ap.add_argument("--name", default=DDPM_NAME, help=f"weight file stem (default {DDPM_NAME})")
-    ap.add_argument("--state", default=None, help="resumable state file (default under build/pretrain_state/)")
-    ap.add_argument("--snapshot", action="store_true",
-                    help="write the EMA weights and <name>_progress.json at every saved state")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
     out = args.out or profile.model.weights_dir
     if args.name == DDPM_NAME and args.preset not in (None, "ci", "toy") and Path(out).resolve() == (
             REPO_ROOT / "weights" / "synthetic").resolve():
-        raise SystemExit(f"--preset {args.preset} would overwrite the shipped {out}/{DDPM_NAME}.safetensors; "
+        raise ValueError(f"--preset {args.preset} would overwrite the shipped {out}/{DDPM_NAME}.safetensors; "
                          "pass --name (e.g. ddpm_v2)")
     report = train_ddpm(profile, out, steps=args.steps, resume=args.resume, max_wall_s=args.max_wall_s,
                         preset=args.preset, name=args.name, state_file=args.state, snapshot=args.snapshot)
@@ -647,7 +557,10 @@ def main(argv=None) -> None:
             with atomic_path(path) as tmp:
                 fig.savefig(tmp, format="png", dpi=150)
             print("sample grid:", path)
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the entry point its provenance records quote: the same as `cff train ddpm`
+    from cff_lib.train_commands import run
+
+    raise SystemExit(run("ddpm", train_command, prog="python -m cff_lib.pretrain_ddpm"))

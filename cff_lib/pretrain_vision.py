@@ -28,26 +28,23 @@ CPU; the weights are written with :func:`cff_lib.weights.save_weights` (safetens
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from cff_lib.ages import AGE_MAX, AGE_MIN
-from cff_lib.arcface import synthetic_arcface_config
+from cff_lib.backends import create_backend
 from cff_lib.captions import caption_variant
-from cff_lib.clip_encoder import synthetic_clip_config
 from cff_lib.emotions import EMOTIONS
 from cff_lib.encoders import EMOTION_PROMPT
-from cff_lib.estimators import synthetic_estimator_config
 from cff_lib.face_banks import FaceBank, concat_banks, dataset_bank, render_bank
+from cff_lib.pretraining import check_steps, loss_curve, optimise
 from cff_lib.vision_heldout import evaluate_clip, evaluate_estimators, evaluate_identity, evaluate_vgg
 from cff_lib.vision_models import FILES, VisionModels, load_vision_models, missing_vision_weights, vision_weight_files
 from cff_lib.weights import PretrainReport, save_weights, verified_path
@@ -143,52 +140,11 @@ def heldout_banks(profile, *, progress: bool = False) -> dict[str, FaceBank]:
     return {"clean": clean, "test": dataset_bank(profile, "test")}
 
 
-# ------------------------------------------------------------------------------------------ training plumbing
+# ------------------------------------------------------------------------------------------ seeds, batches, records
 def _seed_all(profile, model: str) -> np.random.Generator:
     seed = profile.train.seed + _MODEL_CODE[model]
     torch.manual_seed(seed)
     return np.random.default_rng(np.random.SeedSequence([profile.train.seed, _MODEL_CODE[model]]))
-
-
-def _check_steps(steps: int | None, default: int) -> int:
-    if steps is None:
-        return default
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive integer (or None for the profile's default)")
-    return steps
-
-
-def optimise(params, steps: int, lr: float, step_fn: Callable[[int], torch.Tensor], desc: str,
-             progress: bool, *, weight_decay: float = 1e-4, grad_clip: float | None = 5.0) -> list[float]:
-    """AdamW with a 5% linear warm-up and cosine decay; ``grad_clip`` None: no clipping. Returns the loss of
-    every step. The one optimiser loop of the vision pre-training and of ``cff_lib.referees``."""
-    params = [p for p in params if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    losses = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    for step in bar:
-        loss = step_fn(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    return losses
-
-
-def loss_curve(losses: Sequence[float], points: int = 100) -> list[float]:
-    """The loss averaged over ``points`` equal chunks of steps (what records and plots keep)."""
-    if not losses:
-        return []
-    chunks = np.array_split(np.asarray(losses, dtype=np.float64), min(points, len(losses)))
-    return [round(float(c.mean()), 5) for c in chunks]
 
 
 def _command(fn: str, profile) -> str:
@@ -216,15 +172,13 @@ def train_clip(profile, out_dir, *, steps: int | None = None, progress: bool = T
     """Contrastive CLIP pre-training (open_clip CLIP + ClipLoss) on rendered faces <-> captions."""
     from open_clip.loss import ClipLoss
 
-    from cff_lib.clip_encoder import build_synthetic_clip
-
     t0 = time.perf_counter()
     profile, out_dir = _profile(profile), Path(out_dir)
     sc = scale_for(profile)
-    steps = _check_steps(steps, sc.clip_steps)
+    steps = check_steps(steps, sc.clip_steps)
     bank = training_bank(profile, progress=progress)
     rng = _seed_all(profile, "clip")
-    clip = build_synthetic_clip(synthetic_clip_config(profile.data.image_size)).train()
+    clip = create_backend("clip", "synthetic", image_size=profile.data.image_size).train()
     loss_fn = ClipLoss()
 
     def step(_: int) -> torch.Tensor:
@@ -262,25 +216,21 @@ def train_estimators(profile, out_dir, *, steps: int | None = None, progress: bo
     them has to change the face (docs/errata.md, "Robust guides"). ``init_from``: a weights folder whose
     age_estimator + emotion_estimator to start from (fine-tuning) instead of random weights.
     """
-    from cff_lib.estimators import AgeEstimator, EmotionEstimator, create_age_estimator, create_emotion_estimator
     from cff_lib.robustness import l2_pgd
 
     t0 = time.perf_counter()
     profile, out_dir = _profile(profile), Path(out_dir)
     sc = scale_for(profile)
-    steps = _check_steps(steps, sc.estimator_steps)
+    steps = check_steps(steps, sc.estimator_steps)
     if not adversarial_l2 >= 0:
         raise ValueError(f"adversarial_l2={adversarial_l2!r} must be >= 0 (0: standard training)")
     bank = training_bank(profile, progress=progress)
     va = bank.valence_arousal()
     rng = _seed_all(profile, "estimators")
-    cfg = synthetic_estimator_config(profile.data.image_size)
-    if init_from is None:
-        age_net, emo_net = AgeEstimator(cfg).train(), EmotionEstimator(cfg).train()
-    else:
-        start = vision_weight_files(init_from)
-        age_net = create_age_estimator("synthetic", verified_path(start["age"])).unfreeze().train()
-        emo_net = create_emotion_estimator("synthetic", verified_path(start["emotion"])).unfreeze().train()
+    start = None if init_from is None else vision_weight_files(init_from)
+    age_net, emo_net = (create_backend(k, "synthetic", None if start is None else verified_path(start[k]),
+                                       image_size=profile.data.image_size).unfreeze().train()
+                        for k in ("age", "emotion"))
 
     def per_image_loss(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # (B,)
         logp = F.log_softmax(age_net.age_head(age_net.backbone(x)), dim=-1)
@@ -330,15 +280,15 @@ def _multi_image_identities(bank: FaceBank) -> FaceBank:
 def train_arcface(profile, out_dir, *, steps: int | None = None, progress: bool = True) -> PretrainReport:
     """ArcFace (IResNet + additive angular margin, s = 32, m ramped 0 -> 0.5 over the first 30% of steps)
     over every training identity with at least two images."""
-    from cff_lib.arcface import ArcFace, ArcMarginProduct, IResNet
+    from cff_lib.arcface import ArcMarginProduct
 
     t0 = time.perf_counter()
     profile, out_dir = _profile(profile), Path(out_dir)
     sc = scale_for(profile)
-    steps = _check_steps(steps, sc.arcface_steps)
+    steps = check_steps(steps, sc.arcface_steps)
     bank = _multi_image_identities(training_bank(profile, progress=progress))
     rng = _seed_all(profile, "arcface")
-    arc = ArcFace(IResNet(synthetic_arcface_config(profile.data.image_size))).unfreeze().train()
+    arc = create_backend("arcface", "synthetic", image_size=profile.data.image_size).unfreeze().train()
     head = ArcMarginProduct(512, bank.n_identities, s=32.0, m=0.5)
 
     def step(s: int) -> torch.Tensor:
@@ -394,15 +344,13 @@ def _init_vgg(vgg) -> None:
 def train_perceptual_vgg(profile, out_dir, *, steps: int | None = None, progress: bool = True) -> PretrainReport:
     """The VGG-16-shaped perceptual network (width/4) trained as a multi-task identity / age / emotion
     classifier; only the feature stack (what the perceptual loss reads) is saved."""
-    from cff_lib.vgg_perceptual import PerceptualVGG, VGGConfig
-
     t0 = time.perf_counter()
     profile, out_dir = _profile(profile), Path(out_dir)
     sc = scale_for(profile)
-    steps = _check_steps(steps, sc.vgg_steps)
+    steps = check_steps(steps, sc.vgg_steps)
     bank = training_bank(profile, progress=progress)
     rng = _seed_all(profile, "vgg")
-    net = VGGMultiTask(PerceptualVGG(VGGConfig(width_divisor=4)), bank.n_identities).train()
+    net = VGGMultiTask(create_backend("vgg", "synthetic"), bank.n_identities).train()
     _init_vgg(net.vgg)
 
     def step(_: int) -> torch.Tensor:
@@ -451,3 +399,18 @@ def ensure_vision_models(profile, out_dir, *, retrain: bool = False, progress: b
     if problems:
         raise ValueError("weight files do not match their provenance records:\n" + "\n".join(problems))
     return load_vision_models(out_dir), reports
+
+
+def train_command(args) -> int:
+    """``cff train vision``: train the four vision backends (or ``--only`` some, in training order) into
+    ``--out`` (default: the profile's weights folder) and print their reports."""
+    import json
+
+    profile = _profile(args.profile)
+    out = args.out or profile.model.weights_dir
+    names = [k for k in TRAINERS if args.only is None or k in args.only]
+    reports = {k: TRAINERS[k](profile, out, steps=args.steps) for k in names}
+    print(json.dumps({k: {"metrics": r.metrics, "wall_s": r.wall_s, "steps": r.steps, "weights": r.weights}
+                      for k, r in reports.items()}, indent=2))
+    return 0
+

@@ -481,8 +481,8 @@ def _real_reference(profile, n: int) -> torch.Tensor:
 
 
 def _optimise(params, steps: int, lr: float, loss_at, desc: str, progress: bool) -> list[float]:
-    """``pretrain_vision.optimise`` as the referees train: weight decay 5e-4, no gradient clipping."""
-    from cff_lib.pretrain_vision import optimise
+    """``pretraining.optimise`` as the referees train: weight decay 5e-4, no gradient clipping."""
+    from cff_lib.pretraining import optimise
 
     return optimise(params, steps, lr, loss_at, desc, progress, weight_decay=5e-4, grad_clip=None)
 
@@ -654,7 +654,8 @@ def train_referees(profile, out_dir=None, *, steps: int | None = None, progress:
     the others from ``out_dir`` (their records keep their own training config). Returns the held-out metrics."""
     from cff_lib.config import load_profile
     from cff_lib.model import weights_root
-    from cff_lib.pretrain_vision import heldout_banks, loss_curve
+    from cff_lib.pretrain_vision import heldout_banks
+    from cff_lib.pretraining import loss_curve
     from cff_lib.weights import save_weights
 
     profile = load_profile(profile) if isinstance(profile, str) else profile

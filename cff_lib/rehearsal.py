@@ -8,7 +8,7 @@ this module writes:
   layouts (FFHQ thousand-folders, CACD2000 names, RAVDESS codes, VoxCeleb ids + ``vox1_meta.csv``), a few
   dozen files each, *without* the synthetic ground-truth sidecars (real copies have none);
 - weights (``profile.model.weights_dir``): seeded *random* weights of the true architectures, each in the
-  file and format the paper world reads (:data:`cff_lib.model.PRETRAINED_FILES`): open_clip ViT-B-32 state
+  file and format the paper world reads (:data:`cff_lib.backends.PRETRAINED_FILES`): open_clip ViT-B-32 state
   dict (safetensors), wav2vec2-base ``save_pretrained`` folder, arcface_torch iresnet50 ``backbone.pth``,
   torchvision ``vgg16-397923af.pth``, an insightface recognition ONNX export (``w600k_r50.onnx``), the
   ``ddpm-ema-celebahq-256`` ``save_pretrained`` folder (with its scheduler config), the age / emotion
@@ -143,7 +143,7 @@ def _writers(weights_dir: Path, image_size: int) -> dict:
 
         AudioEmotionHead().save(path)
 
-    from cff_lib.model import PRETRAINED_FILES
+    from cff_lib.backends import PRETRAINED_FILES
 
     first = {k: names[0] for k, names in PRETRAINED_FILES.items()}  # the published names
     return {first["clip"]: clip, first["audio"]: audio, first["arcface"]: arcface, ONNX_FILE: onnx,
@@ -206,7 +206,8 @@ def build_weights(profile, *, overwrite: bool = False, echo=print) -> dict[str, 
 
 def check(profile) -> list[str]:
     """The pre-flight of the paper world on the rehearsal's folders (what ``cff weights verify`` runs)."""
-    from cff_lib.model import PRETRAINED_FILES, locate_pretrained, weights_root
+    from cff_lib.backends import PRETRAINED_FILES, locate_pretrained
+    from cff_lib.model import weights_root
     from cff_lib.paper_world import check_data_root, check_weights
     from cff_lib.world import data_root
 

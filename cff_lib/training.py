@@ -548,20 +548,12 @@ def sample_grids_figure(paths: Sequence[str | os.PathLike]):
 
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cff_lib.training --profile toy [--max-steps N] [--out DIR] [--export] [--fresh]``."""
-    import argparse
-
+def train_command(args) -> int:
+    """``cff train model`` (``python -m cff_lib.training``): train (resuming from the run folder unless
+    ``--fresh``), print the summary, ``--export`` ships the model to the profile's weights folder."""
     from cff_lib.config import load_profile
     from cff_lib.provenance import REPO_ROOT
 
-    ap = argparse.ArgumentParser(prog="python -m cff_lib.training", description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="toy")
-    ap.add_argument("--max-steps", type=int, default=0, help="steps of the schedule (0: the profile's epochs)")
-    ap.add_argument("--out", default="", help="run folder (default build/train/<profile>)")
-    ap.add_argument("--export", action="store_true", help="ship the result to the profile's weights_dir")
-    ap.add_argument("--fresh", action="store_true", help="do not resume from the run folder's checkpoints")
-    args = ap.parse_args(argv)
     profile = load_profile(args.profile)
     out = Path(args.out) if args.out else REPO_ROOT / "build" / "train" / profile.name
     result = train(profile, out, max_steps=args.max_steps or None, resume=not args.fresh)
@@ -576,5 +568,7 @@ __all__ = ["TrainOptions", "TrainResult", "TrainingDiverged", "export_model", "l
            "train", "verify_model_file"]
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # the entry point its provenance record quotes: the same as `cff train model`
+    from cff_lib.train_commands import run
+
+    raise SystemExit(run("model", train_command, prog="python -m cff_lib.training"))

@@ -10,7 +10,7 @@ from cff_lib.weights import verified_path
 
 FILES = {"clip": "clip", "age": "age_estimator", "emotion": "emotion_estimator", "arcface": "arcface",
          "vgg": "vgg"}
-"""create_encoders weight key -> file stem in the weights folder (``<stem>.safetensors``)."""
+"""backends.create_backend part -> file stem in the weights folder (``<stem>.safetensors``)."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class VisionModels:
 
 
 def vision_weight_files(out_dir) -> dict[str, Path]:
-    """create_encoders weight key -> safetensors path in ``out_dir``."""
+    """backends.create_backend part -> safetensors path in ``out_dir``."""
     return {k: Path(out_dir) / f"{stem}.safetensors" for k, stem in FILES.items()}
 
 
@@ -37,16 +37,13 @@ def missing_vision_weights(out_dir) -> list[str]:
 
 
 def load_vision_models(out_dir) -> VisionModels:
-    """Verify every file's sha256 against its provenance record, then build each model with its factory."""
-    from cff_lib.arcface import create_arcface
-    from cff_lib.clip_encoder import create_clip
-    from cff_lib.estimators import create_age_estimator, create_emotion_estimator
-    from cff_lib.vgg_perceptual import create_vgg
+    """Verify every file's sha256 against its provenance record, then build each model with the backend
+    factory (:func:`cff_lib.backends.create_backend`)."""
+    from cff_lib.backends import create_backend
 
     p = {k: verified_path(v) for k, v in vision_weight_files(out_dir).items()}
-    models = VisionModels(create_clip("synthetic", p["clip"]), create_age_estimator("synthetic", p["age"]),
-                          create_emotion_estimator("synthetic", p["emotion"]),
-                          create_arcface("synthetic", p["arcface"]), create_vgg("synthetic", p["vgg"]))
+    models = VisionModels(**{k: create_backend(k, "synthetic", p[k]) for k in ("clip", "age", "emotion", "arcface",
+                                                                              "vgg")})
     for m in (models.clip, models.age, models.emotion, models.arcface, models.vgg):
         m.freeze()
     return models

@@ -1,15 +1,15 @@
-"""Eqs. 1-8 as one module (MultiModalEncoder) and the per-world factory (create_encoders)."""
+"""Eqs. 1-8 as one module (MultiModalEncoder) and the per-world factory (backends.create_encoders)."""
 
 import pytest
 import torch
 
 import cff_lib  # noqa: F401
+from cff_lib.backends import create_encoders
 from cff_lib.encoder_base import check_images
 from cff_lib.encoders import (
     EMOTION_PROMPT,
     AgeEmbeddingConfig,
     NumericAgeEmbedding,
-    create_encoders,
     load_multimodal_heads,
     save_multimodal_heads,
 )

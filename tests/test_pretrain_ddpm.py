@@ -135,8 +135,9 @@ def test_training_target_is_diffusers_velocity():
 def test_old_metadata_loads_as_linear_epsilon_and_samples_bit_identically(profile, trained):
     from diffusers import UNet2DModel
 
+    from cff_lib.backends import unet_from_weights
     from cff_lib.conditional_unet import paper_scheduler_config, prediction_type_of
-    from cff_lib.pretrain_ddpm import DDPM_NAME, unet_from_weights
+    from cff_lib.pretrain_ddpm import DDPM_NAME
     from cff_lib.provenance import REPO_ROOT
     from cff_lib.weights import load_verified
 
@@ -174,8 +175,11 @@ def test_v_prediction_resume_is_exact_and_snapshots_do_not_perturb(profile, tmp_
     assert len(eps_losses) == 3
 
 
-def test_presets_and_guards(profile, tmp_path):
-    from cff_lib.pretrain_ddpm import PRESETS, main
+def test_presets_and_guards(profile, tmp_path, monkeypatch, capsys):
+    from cff_lib import pretrain_ddpm
+    from cff_lib.pretrain_ddpm import PRESETS, train_command
+    from cff_lib.provenance import REPO_ROOT
+    from cff_lib.train_commands import run
 
     toy, v2 = ddpm_config(load_profile("toy")), ddpm_config(load_profile("toy"), "toy_v2")
     assert (toy.schedule, toy.prediction_type, toy.unet) == ("linear", "epsilon", "synthetic")  # shipped recipe
@@ -187,8 +191,10 @@ def test_presets_and_guards(profile, tmp_path):
                 dict(unet="huge")):
         with pytest.raises(ValueError, match=next(iter(bad))):
             dataclasses.replace(TINY, **bad)
-    with pytest.raises(SystemExit, match="overwrite"):  # a new recipe never lands on the shipped ddpm file
-        main(["--profile", "toy", "--preset", "toy_v2"])
+    monkeypatch.setattr(pretrain_ddpm, "train_ddpm", lambda *a, **k: pytest.fail("the guard let it train"))
+    shipped = str(REPO_ROOT / "weights" / "synthetic")  # a new recipe never lands on the shipped ddpm file
+    assert run("ddpm", train_command, ["--profile", "toy", "--preset", "toy_v2", "--out", shipped]) == 2
+    assert "would overwrite" in capsys.readouterr().err
 
 
 def test_snapshots_write_ema_weights_and_progress_then_resume(profile, tmp_path):

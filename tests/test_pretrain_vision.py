@@ -49,8 +49,8 @@ def test_verification_metrics():
 def test_paper_profile_is_refused():
     with pytest.raises(ValueError, match="synthetic world only"):
         pv.scale_for("paper")
-    with pytest.raises(ValueError, match="steps"):
-        pv._check_steps(0, 5)
+    with pytest.raises(ValueError, match="steps=0 must be a positive int"):
+        pv.train_clip("ci", "unused", steps=0)
 
 
 def test_train_clip(tiny, tmp_path):
