@@ -166,6 +166,8 @@ def control_table(per_sample, identity_threshold: float | None = None, reference
         raise ValueError(f"identity_threshold={identity_threshold!r} must be a cosine in [-1, 1]")
     source_band = per_sample.loc[per_sample["variant"] == "source", "band_power"].mean() \
         if "band_power" in per_sample else float("nan")
+    recon = (per_sample[per_sample["variant"] == "reconstruction"].set_index("row")["oracle_mse"]
+             if {"row", "oracle_mse"} <= set(per_sample.columns) else None)  # each row's reconstruction
     out = []
     for variant in VARIANTS:
         part = per_sample[per_sample["variant"] == variant]
@@ -189,8 +191,7 @@ def control_table(per_sample, identity_threshold: float | None = None, reference
             row["closer_than_source"] = (float((far["oracle_mse"] < far["source_oracle_mse"]).mean())
                                          if len(far) else float("nan"))
             row["oracle_mse"] = float(part["oracle_mse"].mean())
-            recon = per_sample[per_sample["variant"] == "reconstruction"].set_index("row")["oracle_mse"]
-            if variant != "source" and len(far) and far["row"].isin(recon.index).all():
+            if recon is not None and variant != "source" and len(far) and far["row"].isin(recon.index).all():
                 # a softened copy of the source is closer to almost any rendering of the person than the
                 # source is (docs/errata.md): an edit has to beat the reconstruction, which edits nothing
                 row["closer_than_reconstruction"] = float(
