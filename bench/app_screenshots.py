@@ -20,7 +20,6 @@ docs/screenshots/editor.png and docs/screenshots/rating.png.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import socket
 import sys
@@ -50,16 +49,11 @@ def free_port() -> int:
 
 def atomic_screenshot(page, target: Path) -> Path:
     """A full-page PNG of ``page`` at ``target``: written to a temporary file beside it, then renamed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".png", dir=target.parent)
-    os.close(fd)
-    try:
-        page.screenshot(path=tmp, full_page=True, type="png")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    print(f"wrote {target.relative_to(ROOT)} ({target.stat().st_size} bytes)")
+    from cff_lib.atomic import atomic_path
+
+    with atomic_path(target) as tmp:
+        page.screenshot(path=str(tmp), full_page=True, type="png")
+    print(f"wrote {target} ({target.stat().st_size} bytes)")
     return target
 
 
