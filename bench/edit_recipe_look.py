@@ -22,7 +22,7 @@ from cff_lib.model import build_model, load_trained_model  # noqa: E402
 from cff_lib.referees import load_referees  # noqa: E402
 
 sys.path.insert(0, "bench")
-from edit_recipe_trials import TUNING, VARIANTS, variant_profile  # noqa: E402
+from edit_recipe_trials import TUNING, VARIANTS, add_decoder_adapters, variant_profile  # noqa: E402
 
 
 def main():
@@ -40,6 +40,8 @@ def main():
         else:
             p = variant_profile(VARIANTS[name])
             m, d = build_model(p, VARIANTS[name]["weights"]), p.ddim  # each trial edits at its own t0
+            if VARIANTS[name].get("decoder_adapters"):
+                add_decoder_adapters(m)
             m.load_trained(f"build/trials/{name}/clipfacefusion.safetensors", check_backends=False)
         cols[name] = m.edit(x, batch, d.t0, d.n_gen_steps, n_inv_steps=d.n_inv_steps)
     cols["oracle target"] = oracle.oracle_targets(toy, far)
