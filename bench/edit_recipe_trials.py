@@ -79,6 +79,10 @@ VARIANTS = {
                                                lr=1e-3, t0=707, oracle="emotion", decoder_adapters=True),
     "v2_robust_l1_decoder_adapters_balanced": dict(weights="build/robust_guides_v2", trainable="adapter", l1=1.0,
                                                    lr=1e-3, emo=2.0, age=0.1, t0=707, decoder_adapters=True),
+    # measured: nothing learned the expression at t0 707. Does a noisier start free the mouth's few pixels? The
+    # expression-only, changed-pixel-weighted oracle diagnostic on the whole UNet at t0 900 (alpha-bar 0.024)
+    "v2_oracle_emotion_unet_t900": dict(weights="build/robust_guides_v2", trainable="fusion+unet", l1=0.0,
+                                        lr=2e-4, t0=900, oracle="emotion"),
     "std_l1_unet": dict(weights="weights/synthetic", trainable="fusion+unet", l1=1.0),
     "robust_unet": dict(weights="build/robust_guides", trainable="fusion+unet", l1=0.0),
 }
