@@ -208,7 +208,8 @@ def load_baseline(model, profile, weights_dir=None) -> tuple[TextOnlyBaseline, d
     loaded = load_verified(_path(profile, weights_dir), kind=BASELINE_KIND)
     rec = loaded.record
     if rec.fingerprint != profile.fingerprint():
-        raise ValueError(f"{loaded.path} was trained for profile {rec.profile!r}, not {profile.name!r}")
+        raise ValueError(f"{loaded.path} was trained for profile {rec.profile!r} (fingerprint {rec.fingerprint}), "
+                         f"not {profile.name!r} as it is now (fingerprint {profile.fingerprint()}); retrain it")
     want = {k: model.backend_digests.get(k) for k in ("unet", "clip", "arcface", "vgg")}
     if rec.config.get("backend_digests") != want:
         raise ValueError(f"{loaded.path} was trained on other backend weights; retrain it")

@@ -107,14 +107,21 @@ REPORT_NAME = "claims_report.md"
 
 
 def write_report(figures_root, ev: Evaluation, profile, ttests=None) -> str:
-    """Write ``figures_root/claims_report.md`` (claims.write_claims_report) and return its text."""
+    """Write ``figures_root/claims_report.md`` (claims.write_claims_report) and return its text. A stand-in
+    run never calls a claim reproduced: the synthetic world, and a rehearsal (``runner.rehearsal``: random
+    weights of the paper world, whose title then starts with the REHEARSAL note)."""
     from cff_lib.claims import SYNTHETIC_WORLD, load_claims, write_claims_report
+    from cff_lib.provenance import REHEARSAL_NOTE
 
     claims = load_claims()
     measured, reasons = claims_measured(ev, claims, profile, ttests)
-    path = write_claims_report(Path(figures_root) / REPORT_NAME, claims, measured, reasons,
-                               title=f"Paper claims vs regenerated values (profile {profile.name})",
-                               stand_in=SYNTHETIC_WORLD if profile.data.world == "synthetic" else None)
+    rehearsal = bool(profile.runner.rehearsal)
+    title = f"Paper claims vs regenerated values (profile {profile.name})"
+    stand_in = SYNTHETIC_WORLD if profile.data.world == "synthetic" else None
+    if rehearsal:
+        title, stand_in = f"{REHEARSAL_NOTE} · {title}", stand_in or REHEARSAL_NOTE
+    path = write_claims_report(Path(figures_root) / REPORT_NAME, claims, measured, reasons, title=title,
+                               stand_in=stand_in)
     return path.read_text()
 
 

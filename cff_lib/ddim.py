@@ -431,16 +431,25 @@ def edit(
 
 
 def edit_variants(model: nn.Module, x_ref: torch.Tensor, conditions: Mapping[str, torch.Tensor | None],
-                  cfg: EditConfig) -> dict[str, torch.Tensor]:
+                  cfg: EditConfig, samplers: Mapping[str, nn.Module] | None = None) -> dict[str, torch.Tensor]:
     """The zero-shot edit of ``x_ref`` (B, C, H, W) under several conditions at once: one inversion to
     ``cfg.t0`` (Eq. 9, c = None, never differentiated: it does not depend on c), then one reverse chain per
     entry of ``conditions`` ({name: c (B, cond_dim) or None}; Eq. 30), all from that x_t0. The reverse chains
     keep their graph when gradients are enabled (training). Returns {name: x0 (B, C, H, W)}, unclamped.
-    What control, evaluation, the baseline and training all run; ``edit`` is the one-condition case."""
+    What control, evaluation, the baseline and training all run; ``edit`` is the one-condition case.
+
+    ``samplers``: {name: the network of that entry's reverse chain} where it is not ``model`` -- the same
+    backbone in another conditioning wrapper (the text-only baseline's 512-d projection on the pretrained DDPM
+    beside ClipFaceFusion's on the same DDPM), which shares ``model``'s c = None inversion."""
     if not conditions:
         raise ValueError("conditions is empty: name at least one c (None = the reconstruction)")
+    samplers = dict(samplers or {})
+    unknown = sorted(set(samplers) - set(conditions))
+    if unknown:
+        raise ValueError(f"samplers names {unknown}, which are not among the conditions {sorted(conditions)}")
     _check_chains_meet(_resolve_schedule(model, None), cfg.t0, cfg.n_inv_steps, cfg.n_gen_steps, cfg.spacing)
     with torch.no_grad():
         x_t0 = invert(model, x_ref, None, cfg.t0, cfg.n_inv_steps, spacing=cfg.spacing)  # 1. Eq. (9)
-    return {name: sample(model, x_t0, c, cfg.t0, cfg.n_gen_steps, spacing=cfg.spacing)  # 2. Eq. (30) per c
+    return {name: sample(samplers.get(name, model), x_t0, c, cfg.t0, cfg.n_gen_steps,  # 2. Eq. (30) per c
+                         spacing=cfg.spacing)
             for name, c in conditions.items()}

@@ -46,7 +46,8 @@ Oracle targets (synthetic world only, NaN in the paper world; :mod:`cff_lib.orac
 ``oracle_psnr`` (dB) and ``oracle_lpips_ref`` of each edit to the same person rendered at its target.
 
 Realism: ``realism_fd`` and ``realism_kid`` (×1000) of the method's outputs against fresh renders of held-out
-identities (:func:`cff_lib.referees.realism_reference`) in the referees' pooled features, and
+identities (synthetic world) or the first :data:`REALISM_REFERENCE` FFHQ test faces, at most the whole test split
+(paper world; :func:`cff_lib.referees.realism_reference`), in the referees' pooled features, and
 ``artefact_ratio`` (band power at 4-8 px periods over the sources', ``metrics.artefact_ratio``).
 
 CMC. The paper's CMC ("cosine similarity among the integrated embeddings of text, audio, age, and emotion")
@@ -93,7 +94,7 @@ EVAL_PROTOCOL = 3  # bump when what evaluate() computes changes, so cached evalu
 # (2: each method inverts with its own UNet; the reconstruction runs on the pretrained DDPM;
 #  3: referees read every attribute; guides only for the fooling gap; oracle distances; realism)
 FID_EXTRACTOR = "referees' pooled features (attribute + identity referee, 512-d)"
-REALISM_REFERENCE = 400  # fresh renders of held-out identities that realism is measured against
+REALISM_REFERENCE = 400  # realism reference images: fresh renders (synthetic), FFHQ test faces (paper)
 INVERSION_T0 = (300, 400, 500, 600)
 SWEEP_FACES = 64  # faces of the inversion-fidelity table and the Fig. 6 sweep (first seed's rows, at most this)
 INTEGRATION_LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -153,8 +154,9 @@ def run_methods(model, baseline, images: torch.Tensor, conditions: Mapping[str, 
         by_unet.setdefault(unets[m][0], {})[m] = c
     out = {}
     for key, conds in by_unet.items():  # 2. one DDIM inversion per UNet (Eq. 9), a reverse chain per method (Eq. 30)
-        unet = next(u for k, u in unets.values() if k == key)
-        out.update({m: x.clamp(-1, 1) for m, x in ddim.edit_variants(unet, images, conds, cfg).items()})
+        unet = next(u for k, u in unets.values() if k == key)  # each chain on its own conditioning wrapper
+        edits = ddim.edit_variants(unet, images, conds, cfg, samplers={m: unets[m][1] for m in conds})
+        out.update({m: x.clamp(-1, 1) for m, x in edits.items()})
     return {m: out[m] for m in methods}
 
 
@@ -171,7 +173,8 @@ def pretrained_backbone(model) -> torch.nn.Module:
 def method_unets(model, baseline, methods: Sequence[str] = METHODS) -> dict[str, tuple[str, torch.nn.Module]]:
     """Per method, (which UNet, the UNet) it inverts and samples with. Methods whose UNet is the unmodified
     pretrained DDPM share the key ``"pretrained"`` (and so one inversion): ClipFaceFusion under
-    ``trainable='fusion'``, a baseline that does not train its UNet, and the reconstruction always."""
+    ``trainable='fusion'``, a baseline that does not train its UNet, and the reconstruction always; each of them
+    still samples on its own UNet (its own conditioning projection: ``ddim.edit_variants``'s ``samplers``)."""
     out = {}
     for m in methods:
         if m == CFF:
@@ -266,7 +269,7 @@ class MetricContext:
     guide_clip: Any  # the model's CLIP (a guide: read only for the fooling gap and cmc_image_guide)
     lpips: metrics.Lpips
     profile: Any = None  # the profile (oracle targets are rendered from its world)
-    realism_features: np.ndarray | None = None  # (N, D) referee features of fresh renders
+    realism_features: np.ndarray | None = None  # (N, D) referee features of the realism reference
 
     @property
     def clip(self):  # the text-image judge of every reported CLIP metric is the referee's
@@ -277,7 +280,7 @@ def metric_context(model, referees=None, lpips_backend: str = "synthetic", profi
                    realism_n: int = REALISM_REFERENCE) -> MetricContext:
     """Judges for :func:`score`. ``referees`` default to :func:`cff_lib.referees.load_referees` of ``profile``
     (FileNotFoundError naming the missing files where there are none, e.g. the paper world)."""
-    from cff_lib.referees import load_referees, realism_reference
+    from cff_lib.referees import load_referees, realism_reference, realism_reference_size
 
     if referees is None:
         if profile is None:
@@ -288,8 +291,11 @@ def metric_context(model, referees=None, lpips_backend: str = "synthetic", profi
     if lpips_backend == "synthetic":
         lp.name = "LPIPS(referees)"
     feats = None
-    if profile is not None and profile.data.world == "synthetic" and realism_n:
-        feats = referees.features(realism_reference(profile, realism_n))
+    if profile is not None and realism_n:  # the paper world's reference is its FFHQ test split, at most all of it
+        available = realism_reference_size(profile)
+        n = realism_n if available is None else min(int(realism_n), available)
+        if n >= 2:
+            feats = referees.features(realism_reference(profile, n))
     return MetricContext(referees=referees, guide_clip=model.encoders.multimodal.clip, lpips=lp,
                          profile=profile, realism_features=feats)
 

@@ -50,6 +50,7 @@ class ResolvedScenario:
     audio: str  # RAVDESS clip relative to the data root
     audio_split: str  # split of the clip ("train" only when no held-out clip matches)
     caption: str  # target caption, e.g. "a 25-year-old sad woman"
+    gender: str | None = None  # the face's gender label; None where the manifest has none (real FFHQ)
 
 
 def _manifest(profile, dataset: str):
@@ -64,7 +65,11 @@ def _manifest(profile, dataset: str):
 
 def resolve_scenarios(profile, scenarios: Sequence[Scenario] = SCENARIOS) -> list[ResolvedScenario]:
     """Each scenario's face (a held-out FFHQ face of its gender, a different one per scenario) and clip (a
-    RAVDESS clip of its emotion, intensity and gender, held-out splits first)."""
+    RAVDESS clip of its emotion, intensity and gender, held-out splits first).
+
+    Real FFHQ has no gender label (no sidecar; its manifest's ``gender`` column is empty): a scenario then
+    takes the next unused held-out face of unknown gender, and its caption and source caption leave the gender
+    out ("a 25-year-old sad face"; ``ResolvedScenario.gender`` is None)."""
     if not scenarios:
         raise ValueError("scenarios is empty")
     faces = [e for e in _manifest(profile, "ffhq").entries if e.split in ("val", "test")]
@@ -75,8 +80,12 @@ def resolve_scenarios(profile, scenarios: Sequence[Scenario] = SCENARIOS) -> lis
         emotion_index(sc.emotion, argument="scenario.emotion")
         face = next((e for e in faces if e.labels.get("gender") == sc.gender and e.path not in used), None)
         if face is None:
-            raise ValueError(f"scenario {sc.name!r}: no unused held-out FFHQ face of gender {sc.gender!r}")
+            face = next((e for e in faces if not e.labels.get("gender") and e.path not in used), None)
+        if face is None:
+            raise ValueError(f"scenario {sc.name!r}: no unused held-out FFHQ face of gender {sc.gender!r} (nor "
+                             f"of unknown gender) in the manifest of profile {profile.name!r}")
         used.add(face.path)
+        gender = face.labels.get("gender") or None
         match = [e for e in clips if e.labels.get("emotion") == sc.emotion
                  and int(e.labels.get("intensity_code") or 0) == sc.intensity_code]
         match.sort(key=lambda e: (e.split == "train", e.labels.get("gender") != sc.gender, e.path))
@@ -84,7 +93,7 @@ def resolve_scenarios(profile, scenarios: Sequence[Scenario] = SCENARIOS) -> lis
             raise ValueError(f"scenario {sc.name!r}: no RAVDESS clip with emotion {sc.emotion!r} and intensity "
                              f"code {sc.intensity_code}")
         out.append(ResolvedScenario(sc, f"ffhq/{face.path}", face.split, f"ravdess/{match[0].path}",
-                                    match[0].split, caption_from_attributes(sc.age, sc.emotion, sc.gender)))
+                                    match[0].split, caption_from_attributes(sc.age, sc.emotion, gender), gender))
     return out
 
 
@@ -99,7 +108,7 @@ def scenario_inputs(profile, resolved: Sequence[ResolvedScenario]) -> tuple[torc
              for r in resolved]
     intensity = [1.0 if r.scenario.intensity_code == 2 else 0.5 for r in resolved]
     conditions = {"caption": [r.caption for r in resolved],
-                  "source_caption": [source_caption(r.scenario.gender) for r in resolved],
+                  "source_caption": [source_caption(r.gender) for r in resolved],
                   "target_age": [float(r.scenario.age) for r in resolved],
                   "target_emotion": [r.scenario.emotion for r in resolved],
                   "intensity": intensity, "audio": audio}
@@ -112,6 +121,7 @@ def scenario_table(resolved: Sequence[ResolvedScenario]):
 
     return pd.DataFrame([{"scenario": r.scenario.name, "caption": r.caption, "target_age": r.scenario.age,
                           "target_emotion": r.scenario.emotion, "face": r.image, "face_split": r.image_split,
+                          "face_gender": r.gender or "unknown",
                           "audio": r.audio, "audio_intensity_code": r.scenario.intensity_code,
                           "audio_split": r.audio_split} for r in resolved])
 
@@ -133,14 +143,14 @@ def edit_series(model, profile, image: torch.Tensor, conditions: Sequence[Mappin
     return model.edit(images, batch, d.t0, d.n_gen_steps, n_inv_steps=d.n_inv_steps, spacing=d.spacing)
 
 
-def age_progression(model, profile, image, gender: str, ages: Sequence[float] = AGE_STRIP) -> torch.Tensor:
+def age_progression(model, profile, image, gender: str | None, ages: Sequence[float] = AGE_STRIP) -> torch.Tensor:
     """Age-progression strip: the face at each target age (caption "a NN-year-old woman", age only)."""
     return edit_series(model, profile, image, [{"caption": caption_from_attributes(a, None, gender),
                                                 "source_caption": source_caption(gender), "target_age": float(a)}
                                                for a in ages])
 
 
-def emotion_transitions(model, profile, image, gender: str, emotions: Sequence[str] = EMOTION_SERIES):
+def emotion_transitions(model, profile, image, gender: str | None, emotions: Sequence[str] = EMOTION_SERIES):
     """The face with each target emotion (caption and emotion label only)."""
     return edit_series(model, profile, image, [{"caption": caption_from_attributes(None, e, gender),
                                                 "source_caption": source_caption(gender), "target_emotion": e}
@@ -165,7 +175,7 @@ def audio_clips(profile, emotions: Sequence[str] = EMOTION_SERIES, intensity_cod
     return out
 
 
-def audio_guided(model, profile, image, gender: str, clips) -> torch.Tensor:
+def audio_guided(model, profile, image, gender: str | None, clips) -> torch.Tensor:
     """The face conditioned on each clip's voice only (caption "a face of a woman", no emotion label)."""
     return edit_series(model, profile, image, [{"caption": source_caption(gender), "audio": w} for _, w in clips])
 

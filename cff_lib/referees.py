@@ -460,18 +460,35 @@ def realism_reference(profile, n: int) -> torch.Tensor:
     return bank.floats(slice(None))
 
 
-def _real_reference(profile, n: int) -> torch.Tensor:
-    """The paper world's realism reference: the first ``n`` FFHQ test-split faces of the profile's manifest (path
-    order; never a training or validation face), preprocessed as every face is (``preprocessing.load_image``)."""
+def realism_reference_size(profile) -> int | None:
+    """How many reference images :func:`realism_reference` can give: None (any number) in the synthetic world,
+    where they are fresh renders; the FFHQ test split's size in the paper world (FileNotFoundError naming the
+    manifest where it is missing)."""
+    if profile.data.world == "synthetic":
+        return None
+    return len(_real_test_split(profile))
+
+
+def _real_test_split(profile) -> list:
     from cff_lib.manifests import manifest_filename, read_manifest
-    from cff_lib.preprocessing import load_image
-    from cff_lib.world import data_root, manifest_dir
+    from cff_lib.world import manifest_dir
 
     path = manifest_dir(profile) / manifest_filename("ffhq")
     if not path.is_file():
         raise FileNotFoundError(f"profile {profile.name!r}: the realism reference is the FFHQ test split, but the "
                                 f"manifest {path} is missing; run notebooks/01_data_assembly for this profile first")
-    test = read_manifest(path).split("test")
+    return list(read_manifest(path).split("test"))
+
+
+def _real_reference(profile, n: int) -> torch.Tensor:
+    """The paper world's realism reference: the first ``n`` FFHQ test-split faces of the profile's manifest (path
+    order; never a training or validation face), preprocessed as every face is (``preprocessing.load_image``)."""
+    from cff_lib.manifests import manifest_filename
+    from cff_lib.preprocessing import load_image
+    from cff_lib.world import data_root, manifest_dir
+
+    path = manifest_dir(profile) / manifest_filename("ffhq")
+    test = _real_test_split(profile)
     if len(test) < n:
         raise ValueError(f"profile {profile.name!r}: the realism reference needs n={n} FFHQ test faces, but {path} "
                          f"has {len(test)}; ask for fewer (n <= {len(test)})")

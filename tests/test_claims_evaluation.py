@@ -33,3 +33,15 @@ def test_write_report_writes_the_measured_means_beside_the_paper(tmp_path):
     for method, mean in (("ClipFaceFusion", 0.85), ("DiffusionCLIP", 0.71)):  # the means over the two seeds
         rows = [ln.split(" | ") for ln in text.splitlines() if ln.startswith(f"| {method} | SSIM ")]
         assert rows and all(float(cells[6]) == mean for cells in rows), (method, rows)
+
+
+def test_a_rehearsal_report_is_stamped_and_calls_nothing_reproduced(tmp_path):
+    """paper_rehearsal is the paper world on random weights: its report says REHEARSAL and judges as a
+    stand-in (a random-weight mean that lands within the paper's ± must not read "reproduced")."""
+    from cff_lib.provenance import REHEARSAL_NOTE
+
+    ev = _fake_eval([42], [0.9], [0.7])
+    text = claims_evaluation.write_report(tmp_path, ev, load_profile("paper_rehearsal"))
+    assert text.startswith(f"# {REHEARSAL_NOTE}") and "stand-in run" in text
+    assert "| reproduced" not in text
+    assert "REHEARSAL" not in claims_evaluation.write_report(tmp_path, ev, load_profile("paper"))

@@ -225,3 +225,39 @@ def test_evaluate_cached_reuses_a_matching_run_and_recomputes_otherwise(setup, t
     evaluation.evaluate_cached(model, bl, info, p, tmp_path, n_samples=4,
                                methods=(evaluation.CFF, evaluation.TEXT_ONLY))
     assert calls == [3, 4]
+
+
+def test_paper_world_realism_is_measured_against_at_most_its_ffhq_test_split(monkeypatch):
+    """The paper world has a realism reference too (its FFHQ test faces, at most the whole split; issue 15:
+    realism was NaN there, and the rehearsal's 10 test faces are fewer than REALISM_REFERENCE)."""
+    from types import SimpleNamespace
+
+    from cff_lib import referees as referee_lib
+
+    asked = []
+    monkeypatch.setattr(referee_lib, "realism_reference_size", lambda profile: 5)
+    monkeypatch.setattr(referee_lib, "realism_reference",
+                        lambda profile, n: asked.append(n) or torch.zeros(n, 3, 8, 8))
+    refs = SimpleNamespace(features=lambda x: np.ones((x.shape[0], 4)), feature_maps=torch.nn.Identity().eval())
+    model = SimpleNamespace(encoders=SimpleNamespace(multimodal=SimpleNamespace(clip=None)))
+    ctx = evaluation.metric_context(model, refs, profile=load_profile("paper_rehearsal"))
+    assert asked == [5] and ctx.realism_features.shape == (5, 4)
+    monkeypatch.setattr(referee_lib, "realism_reference_size", lambda profile: 1)  # too few for a covariance
+    assert evaluation.metric_context(model, refs, profile=load_profile("paper_rehearsal")).realism_features is None
+
+
+def test_methods_sharing_the_pretrained_ddpm_each_sample_with_their_own_projection(tmp_path):
+    """Under ``trainable: fusion`` (the paper) all three methods share the pretrained DDPM's inversion; the
+    text-only baseline must still sample through its own 512-d projection (issue 15: notebook 04 on the
+    rehearsal stopped with "c must have shape (4, 1536), got (4, 512)": its c went into ClipFaceFusion's UNet)."""
+    p = small_profile()
+    model = build_model(p, tmp_path, allow_untrained=True, unet_config=tiny_unet_config(32)).eval()
+    model.set_trainable("fusion")
+    bl = baselines.baseline_from_model(model).eval()
+    assert {k for k, _ in evaluation.method_unets(model, bl).values()} == {"pretrained"}
+    with torch.no_grad():  # stand-in for a trained projection
+        bl.unet.cond_proj.weight.normal_(0, 0.5)
+    images, conds = _inputs()
+    out = evaluation.run_methods(model, bl, images, conds, 42, p)
+    torch.testing.assert_close(out[evaluation.TEXT_ONLY], bl.edit(images, conds["caption"], p))
+    assert not torch.allclose(out[evaluation.TEXT_ONLY], out[evaluation.RECON])

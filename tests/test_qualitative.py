@@ -42,3 +42,29 @@ def test_scenario_inputs_carry_each_scenarios_target_face_and_voice():
         assert isinstance(audio, torch.Tensor) and audio.ndim == 1 and audio.numel() > 0
     with pytest.raises(ValueError, match="empty"):
         qualitative.resolve_scenarios(p, ())
+
+
+def test_faces_without_a_gender_label_resolve_with_gender_free_captions(monkeypatch):
+    """Real FFHQ has no gender label (issue 15's rehearsal stopped on "no unused held-out FFHQ face of gender
+    'female'"): each scenario takes the next unused held-out face of unknown gender, captioned without one."""
+    from cff_lib.manifests import Manifest, ManifestEntry
+
+    def entry(path, split, **labels):
+        return ManifestEntry(path, split, 1, "0" * 64, labels)
+
+    ffhq = Manifest("ffhq", "real", 42, 0.15, 0.15, tuple(
+        entry(f"00000/{i:05d}.png", split, gender=None) for i, split in enumerate(["train"] + ["val", "test"] * 3)))
+    clips = [entry(f"Actor_01/03-01-{e:02d}-{k}-01-01-01.wav", "test", emotion=EMOTIONS[e - 1], intensity_code=k,
+                   gender="male") for e in range(1, 9) for k in (1, 2)]
+    ravdess = Manifest("ravdess", "real", 42, 0.15, 0.15, tuple(clips))
+    monkeypatch.setattr(qualitative, "_manifest", lambda profile, ds: {"ffhq": ffhq, "ravdess": ravdess}[ds])
+    resolved = qualitative.resolve_scenarios(load_profile("paper_rehearsal"))
+    assert [r.image for r in resolved] == [f"ffhq/00000/{i:05d}.png" for i in range(1, 5)]
+    assert all(r.gender is None for r in resolved)
+    assert resolved[0].caption == "a 25-year-old sad face"
+    table = qualitative.scenario_table(resolved)
+    assert set(table["face_gender"]) == {"unknown"}
+    monkeypatch.setattr(qualitative, "_manifest", lambda profile, ds: {"ffhq": Manifest(
+        "ffhq", "real", 42, 0.15, 0.15, ffhq.entries[:3]), "ravdess": ravdess}[ds])
+    with pytest.raises(ValueError, match="unknown gender"):
+        qualitative.resolve_scenarios(load_profile("paper_rehearsal"))

@@ -282,6 +282,8 @@ def test_paper_world_realism_reference_is_the_ffhq_test_split(tmp_path, monkeypa
     manifests.write_manifest(m, mdir / manifests.manifest_filename("ffhq"))
     test = m.split("test")
     assert len(test) >= 2 and {e.split for e in m.entries} == {"train", "val", "test"}
+    assert referees.realism_reference_size(paper) == len(test)
+    assert referees.realism_reference_size(load_profile("ci")) is None  # fresh renders: any number
     got = referees.realism_reference(paper, 2)
     size = paper.data.image_size
     assert got.shape == (2, 3, size, size)
