@@ -83,6 +83,14 @@ VARIANTS = {
     # expression-only, changed-pixel-weighted oracle diagnostic on the whole UNet at t0 900 (alpha-bar 0.024)
     "v2_oracle_emotion_unet_t900": dict(weights="build/robust_guides_v2", trainable="fusion+unet", l1=0.0,
                                         lr=2e-4, t0=900, oracle="emotion"),
+    # measured: no edit pathway learned the expression from guides or from exact pixel targets through the chain.
+    # A conditional prior instead: fine-tune the v2 UNet (and the fusion) with the plain denoising loss on the
+    # oracle target x0 (the source person at the row's target age and emotion) under c = fusion(target
+    # conditions; I_ref = the source), c dropped on 10 % of batches (classifier-free guidance). One UNet pass per
+    # step instead of a 16-pass chain, and a dense signal at every noise level. Editing is then the model's own:
+    # invert I_ref with c = None, regenerate under c, read at guidance scales w and start levels t0
+    "v2_denoise_unet": dict(weights="build/robust_guides_v2", trainable="fusion+unet", l1=0.0, lr=2e-4, t0=707,
+                            denoise=0.1, measure=[(1.0, 707), (3.0, 707), (3.0, 900)]),
     "std_l1_unet": dict(weights="weights/synthetic", trainable="fusion+unet", l1=1.0),
     "robust_unet": dict(weights="build/robust_guides", trainable="fusion+unet", l1=0.0),
 }
@@ -150,6 +158,52 @@ def supervise_with_oracle(model, profile, attributes: str = "all"):
     model.forward, model.loss = forward, loss
 
 
+def supervise_with_denoising(model, profile, p_uncond: float):
+    """Replace ``model``'s training step by the conditional denoising loss of the ``denoise`` variants:
+    E ||f_θ(x_t, t, c) − target||² with x0 the row's oracle target, t ~ U{0..K−1}, and c = None (the unconditional
+    branch of classifier-free guidance) on a ``p_uncond`` share of batches."""
+    from diffusers import DDPMScheduler
+
+    from cff_lib import oracle
+    from cff_lib.losses import LossTerms
+    from cff_lib.pretrain_ddpm import training_target
+
+    rows = load_composite(profile).split("train")
+    scheduler = DDPMScheduler(**model.unet.noise_scheduler_config)
+    k, kind = int(scheduler.config.num_train_timesteps), model.unet.prediction_type
+
+    def forward(batch, **_chain):
+        images = batch["image"]
+        cond = model.condition({**batch, "reference": images})  # c from T, A, Age, Emo, I_ref (Eqs. 1-12)
+        x0 = oracle.oracle_targets(profile, [rows[i] for i in batch["index"].tolist()]).to(images)
+        t = torch.randint(0, k, (x0.shape[0],), device=x0.device)  # (B,)
+        noise = torch.randn_like(x0)
+        x_t = scheduler.add_noise(x0, noise, t)
+        c = None if float(torch.rand(())) < p_uncond else cond.c
+        mse = (model.unet(x_t, t, c) - training_target(scheduler, x0, noise, t, kind)).pow(2).mean()
+        return LossTerms({"denoise/mse": mse, "loss": mse}), x0
+
+    model.forward = forward
+
+
+class GuidedUNet(torch.nn.Module):
+    """Classifier-free guidance around a ConditionalUNet: u + w (f(c) − u) with u = f(None); c = None -> u."""
+
+    def __init__(self, inner, scale: float):
+        super().__init__()
+        self.inner, self.scale = inner, float(scale)
+
+    def __getattr__(self, name):  # the samplers read the inner wrapper's schedule and geometry
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.inner, name)
+
+    def forward(self, x_t, t, c=None):
+        u = self.inner(x_t, t, None)
+        return u if c is None or self.scale == 0 else u + self.scale * (self.inner(x_t, t, c) - u)
+
+
 def main():
     name, steps = sys.argv[1], int(sys.argv[2])
     torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
@@ -161,11 +215,14 @@ def main():
     if name == "shipped":  # the shipped toy model (688 steps, standard guides, no L1), for comparison
         model = load_trained_model(p)
     else:
-        model = build_model(p, v["weights"]) if v.get("oracle") or v.get("decoder_adapters") else None
+        custom = v.get("oracle") or v.get("decoder_adapters") or v.get("denoise")
+        model = build_model(p, v["weights"]) if custom else None
         if v.get("decoder_adapters"):
             add_decoder_adapters(model)
         if v.get("oracle"):
             supervise_with_oracle(model, p, "emotion" if v["oracle"] == "emotion" else "all")
+        if v.get("denoise"):
+            supervise_with_denoising(model, p, float(v["denoise"]))
         res = training.train(p, out, max_steps=steps, weights_dir=v["weights"], progress=True, model=model)
         (out / "history.json").write_text(json.dumps(list(res.history)))  # the guides' terms per step
         model = build_model(p, v["weights"])
@@ -175,13 +232,30 @@ def main():
     train_s = time.time() - t0
     tuning = control.control_rows(load_composite(p).split("val"))[TUNING]
     refs = load_referees(p)
+    if v.get("measure"):  # (guidance scale, t0) readings of one trained model, each its own trial name
+        trained = model.unet
+        for scale, start in v["measure"]:
+            model.unet = GuidedUNet(trained, scale)
+            read(f"{name}_w{scale:g}_t{start}", v, steps, train_s, dataclasses.replace(
+                p, ddim=dataclasses.replace(p.ddim, t0=start)), model, tuning, refs, out)
+        return
+    read(name, v, steps, train_s, p, model, tuning, refs, out)
+
+
+def read(name, v, steps, train_s, p, model, tuning, refs, out):
+    """The referees' control table of ``model``'s edits on the tuning faces, written under build/trials/NAME."""
+    trained_in, out = out, out.parent / name
+    out.mkdir(parents=True, exist_ok=True)
+    if trained_in != out and (trained_in / "history.json").exists():  # the training's terms beside each reading
+        (out / "history.json").write_text((trained_in / "history.json").read_text())
     df = control.measure_control(model, p, tuning, referees=refs, n=len(tuning), progress=False)
     table = control.control_table(df, identity_threshold=refs.identity_threshold,
                                   reference_features=refs.features(realism_reference(p, 48)), kid_subset=24)
     print(table.to_string())
     table.to_csv(out / "tuning_table.csv")
     df.drop(columns=["referee_feature"]).to_csv(out / "tuning_per_sample.csv", index=False)
-    (out / "trial.json").write_text(json.dumps({"variant": v, "steps": steps, "train_wall_s": train_s}, indent=2))
+    (out / "trial.json").write_text(json.dumps({"variant": v, "steps": steps, "train_wall_s": train_s,
+                                                "t0": p.ddim.t0}, indent=2))
     print("train wall s", round(train_s))
     export(name, out)
 
