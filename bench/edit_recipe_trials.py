@@ -14,6 +14,7 @@ OMP_NUM_THREADS=1 .venv/bin/python bench/edit_recipe_trials.py VARIANT STEPS [TH
      (variant, steps, wall time, the loss terms averaged per 25 steps) in bench/results/edit_recipe_trials/
 VARIANT "shipped" (STEPS 0) reads the shipped toy model on the same faces.
 """
+import contextlib
 import dataclasses
 import json
 import sys
@@ -28,6 +29,9 @@ from cff_lib.dataset import load_composite
 from cff_lib.model import build_model, load_trained_model
 from cff_lib.referees import load_referees, realism_reference
 
+# (guidance scale w, t0[, "noised": SDEdit start]) readings of one trained conditional prior
+DENOISE_READINGS = [(3.0, 707), (3.0, 900), (5.0, 900), (3.0, 600, "noised"), (3.0, 800, "noised"),
+                    (5.0, 800, "noised")]
 VARIANTS = {
     "shipped": dict(weights="weights/synthetic", trainable="fusion+unet", l1=0.0),
     # robust guides + L1 to the source, the toy recipe otherwise (fusion+unet, t0 400, 8-step chains)
@@ -91,6 +95,15 @@ VARIANTS = {
     # invert I_ref with c = None, regenerate under c, read at guidance scales w and start levels t0
     "v2_denoise_unet": dict(weights="build/robust_guides_v2", trainable="fusion+unet", l1=0.0, lr=2e-4, t0=707,
                             denoise=0.1, measure=[(1.0, 707), (3.0, 707), (3.0, 900)]),
+    # measured (1,500 steps): the first trial whose age moves (16.2 y at w 3, t0 900; 33 % verified), emotion at
+    # chance everywhere. Longer (4,000 steps), and read also from a forward-noised start (SDEdit: x_t0 = √ᾱ x_ref
+    # + √(1−ᾱ) ε, the distribution the prior was trained on) instead of the deterministic inversion, whose x_t0
+    # encodes the source's mouth exactly; and a twin whose loss weighs the pixels where the target differs from
+    # its source 10x (the expression is a few pixels of a 32² face; measured in the oracle variants)
+    "v2_denoise_unet_long": dict(weights="build/robust_guides_v2", trainable="fusion+unet", l1=0.0, lr=2e-4,
+                                 t0=707, denoise=0.1, measure=DENOISE_READINGS),
+    "v2_denoise_unet_changed": dict(weights="build/robust_guides_v2", trainable="fusion+unet", l1=0.0, lr=2e-4,
+                                    t0=707, denoise=0.1, changed_weight=10.0, measure=DENOISE_READINGS),
     "std_l1_unet": dict(weights="weights/synthetic", trainable="fusion+unet", l1=1.0),
     "robust_unet": dict(weights="build/robust_guides", trainable="fusion+unet", l1=0.0),
 }
@@ -158,10 +171,11 @@ def supervise_with_oracle(model, profile, attributes: str = "all"):
     model.forward, model.loss = forward, loss
 
 
-def supervise_with_denoising(model, profile, p_uncond: float):
+def supervise_with_denoising(model, profile, p_uncond: float, changed_weight: float = 0.0):
     """Replace ``model``'s training step by the conditional denoising loss of the ``denoise`` variants:
     E ||f_θ(x_t, t, c) − target||² with x0 the row's oracle target, t ~ U{0..K−1}, and c = None (the unconditional
-    branch of classifier-free guidance) on a ``p_uncond`` share of batches."""
+    branch of classifier-free guidance) on a ``p_uncond`` share of batches. ``changed_weight`` > 0 adds that
+    multiple of the error on the pixels where the target differs from its source (> 0.05 in any channel)."""
     from diffusers import DDPMScheduler
 
     from cff_lib import oracle
@@ -180,8 +194,14 @@ def supervise_with_denoising(model, profile, p_uncond: float):
         noise = torch.randn_like(x0)
         x_t = scheduler.add_noise(x0, noise, t)
         c = None if float(torch.rand(())) < p_uncond else cond.c
-        mse = (model.unet(x_t, t, c) - training_target(scheduler, x0, noise, t, kind)).pow(2).mean()
-        return LossTerms({"denoise/mse": mse, "loss": mse}), x0
+        err = (model.unet(x_t, t, c) - training_target(scheduler, x0, noise, t, kind)).pow(2)  # (B, 3, S, S)
+        mse = err.mean()
+        if not changed_weight:
+            return LossTerms({"denoise/mse": mse, "loss": mse}), x0
+        changed = ((x0 - images).abs().amax(1, keepdim=True) > 0.05).to(err)  # (B, 1, S, S)
+        masked = (err * changed).sum() / (3 * changed.sum()).clamp(min=1)
+        return LossTerms({"denoise/mse": mse, "denoise/changed_mse": masked,
+                          "loss": mse + changed_weight * masked}), x0
 
     model.forward = forward
 
@@ -204,6 +224,31 @@ class GuidedUNet(torch.nn.Module):
         return u if c is None or self.scale == 0 else u + self.scale * (self.inner(x_t, t, c) - u)
 
 
+@contextlib.contextmanager
+def noised_start(on: bool, seed: int = 0):
+    """Bench-only: while ``on``, the edit chains start from the forward-noised source x_t0 = √ᾱ x_ref + √(1−ᾱ) ε
+    (SDEdit; ε from a fixed seed) in place of the deterministic DDIM inversion (Eq. 9)."""
+    from cff_lib import ddim
+
+    if not on:
+        yield
+        return
+    inversion = ddim.invert
+
+    def forward_noise(model, x0, c=None, t0=500, n_steps=40, *, spacing=ddim.DEFAULT_SPACING, schedule=None,
+                      clip_x0=False):
+        top = ddim._levels(t0, n_steps, spacing, ddim._resolve_schedule(model, schedule))[0]
+        g = torch.Generator().manual_seed(seed)
+        eps = torch.randn(x0.shape, generator=g).to(x0)
+        return top.sqrt_a * x0 + top.sqrt_1ma * eps  # (B, 3, S, S)
+
+    ddim.invert = forward_noise
+    try:
+        yield
+    finally:
+        ddim.invert = inversion
+
+
 def main():
     name, steps = sys.argv[1], int(sys.argv[2])
     torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
@@ -222,7 +267,7 @@ def main():
         if v.get("oracle"):
             supervise_with_oracle(model, p, "emotion" if v["oracle"] == "emotion" else "all")
         if v.get("denoise"):
-            supervise_with_denoising(model, p, float(v["denoise"]))
+            supervise_with_denoising(model, p, float(v["denoise"]), float(v.get("changed_weight", 0.0)))
         res = training.train(p, out, max_steps=steps, weights_dir=v["weights"], progress=True, model=model)
         (out / "history.json").write_text(json.dumps(list(res.history)))  # the guides' terms per step
         model = build_model(p, v["weights"])
@@ -234,10 +279,12 @@ def main():
     refs = load_referees(p)
     if v.get("measure"):  # (guidance scale, t0) readings of one trained model, each its own trial name
         trained = model.unet
-        for scale, start in v["measure"]:
+        for scale, start, *how in v["measure"]:
             model.unet = GuidedUNet(trained, scale)
-            read(f"{name}_w{scale:g}_t{start}", v, steps, train_s, dataclasses.replace(
-                p, ddim=dataclasses.replace(p.ddim, t0=start)), model, tuning, refs, out)
+            suffix = f"_{how[0]}" if how else ""
+            with noised_start(how == ["noised"]):
+                read(f"{name}_w{scale:g}_t{start}{suffix}", v, steps, train_s, dataclasses.replace(
+                    p, ddim=dataclasses.replace(p.ddim, t0=start)), model, tuning, refs, out)
         return
     read(name, v, steps, train_s, p, model, tuning, refs, out)
 
