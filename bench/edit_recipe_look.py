@@ -5,6 +5,8 @@ OMP_NUM_THREADS=1 .venv/bin/python bench/edit_recipe_look.py shipped robust_l1_u
   (bench/results/edit_recipe_trials/tuning_faces_emotion.png: shipped robust_l1_adapter_emo
   robust_l1_adapter_emo_only robust_l1_adapter_balanced)
   -> build/trials/look.png
+A trained conditional prior (the ``denoise`` variants) is named NAME:W:T0[:noised], e.g.
+v2_denoise_unet_expr:3:707 (guidance scale 3, t0 707, from the inversion) or v2_denoise_unet_expr:3:800:noised.
 """
 import sys
 
@@ -22,7 +24,7 @@ from cff_lib.model import build_model, load_trained_model  # noqa: E402
 from cff_lib.referees import load_referees  # noqa: E402
 
 sys.path.insert(0, "bench")
-from edit_recipe_trials import TUNING, VARIANTS, add_decoder_adapters, variant_profile  # noqa: E402
+from edit_recipe_trials import TUNING, VARIANTS, GuidedUNet, add_decoder_adapters, noised_start, variant_profile  # noqa: E402
 
 
 def main():
@@ -34,7 +36,9 @@ def main():
     batch = collate([ds[i] for i in range(len(far))])
     x = batch["image"]
     cols = {"source": x}
-    for name in sys.argv[1:]:
+    for spec in sys.argv[1:]:
+        name, *reading = spec.split(":")
+        noised = reading[2:] == ["noised"]
         if name == "shipped":
             m, d = load_trained_model(toy), toy.ddim
         else:
@@ -43,7 +47,11 @@ def main():
             if VARIANTS[name].get("decoder_adapters"):
                 add_decoder_adapters(m)
             m.load_trained(f"build/trials/{name}/clipfacefusion.safetensors", check_backends=False)
-        cols[name] = m.edit(x, batch, d.t0, d.n_gen_steps, n_inv_steps=d.n_inv_steps)
+        t0 = int(reading[1]) if reading else d.t0
+        if reading:
+            m.unet = GuidedUNet(m.unet, float(reading[0]))
+        with noised_start(noised):
+            cols[spec.replace(":", " ")] = m.edit(x, batch, t0, d.n_gen_steps, n_inv_steps=d.n_inv_steps)
     cols["oracle target"] = oracle.oracle_targets(toy, far)
     refs = load_referees(toy)
     fig, axes = plt.subplots(len(cols), len(far), figsize=(1.3 * len(far), 1.45 * len(cols)))
