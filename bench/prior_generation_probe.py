@@ -9,7 +9,7 @@ referees read the 96 faces per w: emotion accuracy against the asked emotion (ch
 against the asked age, and the identity referee's verdict against I_ref. A prior that learned the expression
 scores well above chance here even if its edits do not; one that did not stays at chance.
 
-OMP_NUM_THREADS=2 .venv/bin/python bench/prior_generation_probe.py VARIANT [W ...]   (default w 1 3 5)
+OMP_NUM_THREADS=1 .venv/bin/python bench/prior_generation_probe.py VARIANT [W ...]   (default w 1 3 5)
   reads build/trials/VARIANT/clipfacefusion.safetensors (bench/edit_recipe_trials.py VARIANT STEPS)
   -> bench/results/prior_generation_probe/VARIANT.json and build/trials/VARIANT/generation_probe_w{W}.png
 """
@@ -46,7 +46,7 @@ def asked_conditions(rows, emotion: str) -> dict:
 def main():
     name = sys.argv[1]
     scales = [float(w) for w in sys.argv[2:]] or [1.0, 3.0, 5.0]
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     v = VARIANTS[name]
     p = variant_profile(v)
     folder = Path("build/trials") / name
