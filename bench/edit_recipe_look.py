@@ -24,7 +24,7 @@ from cff_lib.model import build_model, load_trained_model  # noqa: E402
 from cff_lib.referees import load_referees  # noqa: E402
 
 sys.path.insert(0, "bench")
-from edit_recipe_trials import TUNING, VARIANTS, GuidedUNet, add_decoder_adapters, noised_start, variant_profile  # noqa: E402
+from edit_recipe_trials import TUNING, VARIANTS, add_decoder_adapters, noised_start, variant_profile  # noqa: E402
 
 
 def main():
@@ -49,7 +49,7 @@ def main():
             m.load_trained(f"build/trials/{name}/clipfacefusion.safetensors", check_backends=False)
         t0 = int(reading[1]) if reading else d.t0
         if reading:
-            m.unet = GuidedUNet(m.unet, float(reading[0]))
+            m.unet.guidance_scale = float(reading[0])
         with noised_start(noised):
             cols[spec.replace(":", " ")] = m.edit(x, batch, t0, d.n_gen_steps, n_inv_steps=d.n_inv_steps)
     cols["oracle target"] = oracle.oracle_targets(toy, far)

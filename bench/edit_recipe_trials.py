@@ -135,12 +135,17 @@ TUNING = slice(200, 248)  # control rows after the 200 held-out control faces
 
 
 def variant_profile(v: dict):
+    """The toy profile with the variant's changes; the ``denoise`` variants train the conditional prior
+    (``train.objective``, docs/errata.md "A conditional prior") with ``denoise`` as p_uncond."""
     p = load_profile("toy")
+    prior = dict(objective="conditional_prior", p_uncond=float(v["denoise"]),
+                 changed_weight=float(v.get("changed_weight", 0.0)),
+                 expression_weight=float(v.get("expression_weight", 0.0))) if v.get("denoise") else {}
     return dataclasses.replace(
         p, model=dataclasses.replace(p.model, trainable=v["trainable"]),
         loss=dataclasses.replace(p.loss, lambda_l1_source=v["l1"], lambda_emo=v.get("emo", p.loss.lambda_emo),
                                  lambda_age=v.get("age", p.loss.lambda_age)),
-        train=dataclasses.replace(p.train, learning_rate=v.get("lr", p.train.learning_rate)),
+        train=dataclasses.replace(p.train, learning_rate=v.get("lr", p.train.learning_rate), **prior),
         ddim=dataclasses.replace(p.ddim, t0=v.get("t0", p.ddim.t0)))
 
 
@@ -195,72 +200,19 @@ def supervise_with_oracle(model, profile, attributes: str = "all"):
     model.forward, model.loss = forward, loss
 
 
-def supervise_with_denoising(model, profile, p_uncond: float, changed_weight: float = 0.0,
-                              expression_weight: float = 0.0, attributes: str = "all"):
-    """Replace ``model``'s training step by the conditional denoising loss of the ``denoise`` variants:
-    E ||f_θ(x_t, t, c) − target||² with x0 the row's oracle target, t ~ U{0..K−1}, and c = None (the unconditional
-    branch of classifier-free guidance) on a ``p_uncond`` share of batches. ``changed_weight`` > 0 adds that
-    multiple of the error on the pixels where the target differs from its source (> 0.05 in any channel);
-    ``expression_weight`` > 0 that multiple of the error on the pixels where the target differs from the same
-    person at the target age with the source's expression (the expression's own pixels, which the age change
-    outnumbers). ``attributes="emotion"``: the targets keep the source's age (only the expression differs)."""
-    from diffusers import DDPMScheduler
-
+def emotion_only_targets(model, profile):
+    """Bench-only (the ``targets="emotion"`` diagnostic): the conditional prior's targets keep the source's age,
+    so they differ from the source only in expression (wraps ``model.prior_step``)."""
     from cff_lib import oracle
-    from cff_lib.losses import LossTerms
-    from cff_lib.pretrain_ddpm import training_target
 
     rows = load_composite(profile).split("train")
-    scheduler = DDPMScheduler(**model.unet.noise_scheduler_config)
-    k, kind = int(scheduler.config.num_train_timesteps), model.unet.prediction_type
+    library_step = model.prior_step
 
-    def forward(batch, **_chain):
-        images = batch["image"]
-        cond = model.condition({**batch, "reference": images})  # c from T, A, Age, Emo, I_ref (Eqs. 1-12)
-        picked = [rows[i] for i in batch["index"].tolist()]
-        if attributes == "emotion":
-            picked = [dataclasses.replace(r, target_age=None) for r in picked]
-        x0 = oracle.oracle_targets(profile, picked).to(images)
-        t = torch.randint(0, k, (x0.shape[0],), device=x0.device)  # (B,)
-        noise = torch.randn_like(x0)
-        x_t = scheduler.add_noise(x0, noise, t)
-        c = None if float(torch.rand(())) < p_uncond else cond.c
-        err = (model.unet(x_t, t, c) - training_target(scheduler, x0, noise, t, kind)).pow(2)  # (B, 3, S, S)
-        mse = err.mean()
-        terms, loss = {"denoise/mse": mse}, mse
+    def prior_step(batch):
+        picked = [dataclasses.replace(rows[i], target_age=None) for i in batch["index"].tolist()]
+        return library_step({**batch, "target": oracle.oracle_targets(profile, picked).to(batch["image"])})
 
-        def masked(mask):  # mean error on the mask's pixels, (1,)
-            return (err * mask).sum() / (3 * mask.sum()).clamp(min=1)
-
-        if changed_weight:
-            terms["denoise/changed_mse"] = masked(((x0 - images).abs().amax(1, keepdim=True) > 0.05).to(err))
-            loss = loss + changed_weight * terms["denoise/changed_mse"]
-        if expression_weight:
-            same_face = torch.stack([oracle.oracle_image(profile, r.image, r.target_age, None) for r in picked])
-            mask = ((x0 - same_face.to(x0)).abs().amax(1, keepdim=True) > 0.05).to(err)  # (B, 1, S, S)
-            terms["denoise/expression_mse"] = masked(mask)
-            loss = loss + expression_weight * terms["denoise/expression_mse"]
-        return LossTerms({**terms, "loss": loss}), x0
-
-    model.forward = forward
-
-
-class GuidedUNet(torch.nn.Module):
-    """Classifier-free guidance around a ConditionalUNet: u + w (f(c) − u) with u = f(None); c = None -> u."""
-
-    def __init__(self, inner, scale: float):
-        super().__init__()
-        self.inner, self.scale = inner, float(scale)
-
-    def __getattr__(self, name):  # the samplers read the inner wrapper's schedule and geometry
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.inner, name)
-
-    def forward(self, x_t, t, c=None):
-        u = self.inner(x_t, t, None)
-        return u if c is None or self.scale == 0 else u + self.scale * (self.inner(x_t, t, c) - u)
+    model.prior_step = prior_step
 
 
 @contextlib.contextmanager
@@ -299,7 +251,7 @@ def main():
     if name == "shipped":  # the shipped toy model (688 steps, standard guides, no L1), for comparison
         model = load_trained_model(p)
     else:
-        custom = v.get("oracle") or v.get("decoder_adapters") or v.get("denoise")
+        custom = v.get("oracle") or v.get("decoder_adapters") or v.get("init") or v.get("targets")
         model = build_model(p, v["weights"]) if custom else None
         if v.get("decoder_adapters"):
             add_decoder_adapters(model)
@@ -307,9 +259,8 @@ def main():
             supervise_with_oracle(model, p, "emotion" if v["oracle"] == "emotion" else "all")
         if v.get("init"):  # continue from an earlier trial's trained parts (a fresh optimiser)
             model.load_trained(v["init"], check_backends=False)
-        if v.get("denoise"):
-            supervise_with_denoising(model, p, float(v["denoise"]), float(v.get("changed_weight", 0.0)),
-                                     float(v.get("expression_weight", 0.0)), v.get("targets", "all"))
+        if v.get("targets") == "emotion":
+            emotion_only_targets(model, p)
         res = training.train(p, out, max_steps=steps, weights_dir=v["weights"], progress=True, model=model)
         (out / "history.json").write_text(json.dumps(list(res.history)))  # the guides' terms per step
         model = build_model(p, v["weights"])
@@ -320,9 +271,8 @@ def main():
     tuning = control.control_rows(load_composite(p).split("val"))[TUNING]
     refs = load_referees(p)
     if v.get("measure"):  # (guidance scale, t0) readings of one trained model, each its own trial name
-        trained = model.unet
         for scale, start, *how in v["measure"]:
-            model.unet = GuidedUNet(trained, scale)
+            model.unet.guidance_scale = float(scale)  # classifier-free guidance (ConditionalUNet.forward)
             suffix = f"_{how[0]}" if how else ""
             with noised_start(how == ["noised"]):
                 read(f"{name}_w{scale:g}_t{start}{suffix}", v, steps, train_s, dataclasses.replace(

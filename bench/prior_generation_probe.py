@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from edit_recipe_trials import TUNING, VARIANTS, GuidedUNet, variant_profile  # noqa: E402
+from edit_recipe_trials import TUNING, VARIANTS, variant_profile  # noqa: E402
 
 from cff_lib import control, ddim  # noqa: E402
 from cff_lib.captions import caption_from_attributes, source_caption  # noqa: E402
@@ -56,12 +56,11 @@ def main():
     refs = load_referees(p)
     rows = control.control_rows(load_composite(p).split("val"))[TUNING][:N_FACES]
     images, _ = load_rows(p, rows)
-    trained = model.unet
     record = {"variant": name, "faces": N_FACES, "ddim_steps": STEPS, "rows": "val control rows 200:212",
               "readings": {}}
     t_start = time.time()
     for w in scales:
-        model.unet = GuidedUNet(trained, w)
+        model.unet.guidance_scale = w  # classifier-free guidance (ConditionalUNet.forward)
         asked, grid = [], []
         ages, emos, ident = [], [], []
         for emotion in EMOTIONS:

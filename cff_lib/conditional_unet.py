@@ -280,6 +280,15 @@ class BottleneckAdapter(nn.Module):
         return h + self.up(F.silu(z))  # (B, C, h, w)
 
 
+def training_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                    prediction_type: str) -> torch.Tensor:
+    """What the UNet learns to output at (x_t, t): ε, or v = √ᾱ_t ε − √(1−ᾱ_t) x0 (Salimans & Ho 2022)."""
+    if prediction_type == "epsilon":
+        return noise
+    a = scheduler.alphas_cumprod.to(x0.dtype)[t].view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+    return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
 class ConditionalUNet(nn.Module):
     """ε_θ(x_t, t, c): ``unet`` with c added to its timestep embedding through a zero-initialised projection.
 
@@ -311,6 +320,7 @@ class ConditionalUNet(nn.Module):
             self.unet.enable_gradient_checkpointing()
         self.adapter: BottleneckAdapter | None = None  # add_adapter(); only under trainable "adapter"
         self._adapter_c: torch.Tensor | None = None  # c of the call in progress, read by the mid-block hook
+        self.guidance_scale = 1.0  # classifier-free guidance w of ``forward`` (1: none; the profile's ddim section)
 
     def add_adapter(self, rank: int = 64) -> BottleneckAdapter:
         """Attach a zero-initialised :class:`BottleneckAdapter` to the middle block (once); returns it."""
@@ -358,7 +368,17 @@ class ConditionalUNet(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | int, c: torch.Tensor | None = None) -> torch.Tensor:
         """The UNet's prediction (B, C, H, W) for x_t (B, C, H, W) at timestep(s) t -- ε, or v for a
-        v-prediction backbone (``prediction_type``); ``c`` (B, cond_dim) or None."""
+        v-prediction backbone (``prediction_type``); ``c`` (B, cond_dim) or None.
+
+        With ``guidance_scale`` w ≠ 1 and a c, classifier-free guidance: u + w (f(c) − u), u = f(None)
+        (two passes; not in the paper, docs/errata.md "A conditional prior"). w = 1 is one conditional pass."""
+        if c is None or self.guidance_scale == 1.0:
+            return self.predict(x_t, t, c)
+        u = self.predict(x_t, t, None)  # (B, C, H, W) the unconditional branch
+        return u + self.guidance_scale * (self.predict(x_t, t, c) - u)
+
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor | int, c: torch.Tensor | None = None) -> torch.Tensor:
+        """One pass of the UNet, never guided (what the denoising loss trains); arguments as ``forward``."""
         batch = x_t.shape[0]
         if c is None:
             cond_emb = x_t.new_zeros(batch, self.time_embed_dim)  # exact no-op on the timestep embedding

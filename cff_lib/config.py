@@ -104,6 +104,7 @@ class DdimConfig:
     n_gen_steps: int  # DDIM steps of conditioned reverse sampling (Eq. 30; paper: 500, 550 or 50)
     n_train_steps: int  # DDIM steps (inversion and reverse) of one training sample, full backprop (paper: silent)
     spacing: str  # timestep sequence: "diffusionclip" (int(linspace(0,1,n)*t0)) or "leading" (diffusers)
+    guidance_scale: float = later_field(1.0)  # not in the paper: classifier-free guidance w (1: none; errata)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,11 @@ class TrainConfig:
     seed: int  # global seed (Table 3: 42)
     audio_seed: int  # audio pipeline seed (Table 3: 123)
     ddim_seed: int  # DDIM noise seed (Table 3: 2024)
+    # not in the paper (docs/errata.md, "A conditional prior"): what a training step optimises
+    objective: str = later_field("edit_chain")  # "edit_chain" (L_Total through the DDIM chain) | "conditional_prior"
+    p_uncond: float = later_field(0.1)  # conditional_prior: share of batches trained with c = None
+    changed_weight: float = later_field(0.0)  # conditional_prior: extra weight on pixels the target changes
+    expression_weight: float = later_field(0.0)  # conditional_prior: extra weight on the expression's pixels
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,9 @@ DROPPABLE_INPUTS = ("text", "audio", "age", "emotion")
 """Inputs ``model.drop_inputs`` may remove (Table 7's modality ablations)."""
 FUSION_MODES = ("attention", "mean")
 """Values of ``model.fusion``: Eqs. 10-12, or the mean of the LayerNormed tokens (Table 7, w/o fusion)."""
+TRAIN_OBJECTIVES = ("edit_chain", "conditional_prior")
+"""Values of ``train.objective``: the paper's L_Total through the DDIM chain, or the conditional prior
+(not in the paper; docs/errata.md, "A conditional prior")."""
 
 
 def list_profiles() -> list[str]:
@@ -267,6 +276,14 @@ def _validate(p: Profile, where: str) -> None:
         (p.train.lr_schedule in ("linear", "constant"), "train.lr_schedule must be linear|constant"),
         (p.data.n_ravdess_actors <= 24, "data.n_ravdess_actors must be at most 24 (RAVDESS has 24 actors)"),
         (len(p.eval.seeds) >= 1, "eval.seeds must list at least one seed"),
+        (p.ddim.guidance_scale >= 0, "ddim.guidance_scale must be >= 0"),
+        (p.train.objective in TRAIN_OBJECTIVES, f"train.objective must be {'|'.join(TRAIN_OBJECTIVES)}"),
+        (p.train.objective != "conditional_prior" or p.data.world == "synthetic",
+         "train.objective 'conditional_prior' trains on oracle targets, which only the synthetic world has "
+         "(data.world is 'real')"),
+        (0 <= p.train.p_uncond < 1, "train.p_uncond must lie in [0, 1)"),
+        (p.train.changed_weight >= 0 and p.train.expression_weight >= 0,
+         "train.changed_weight and train.expression_weight must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:

@@ -484,6 +484,52 @@ class SourceL1Loss(nn.Module):
         return LossTerms({"loss": (generated - reference).abs().mean()})
 
 
+class ConditionalDenoisingLoss(nn.Module):
+    """Not in the paper: the training loss of the *conditional prior* (docs/errata.md, "A conditional prior"),
+    the denoising error of ε_θ(x_t, t, c) on oracle targets, optionally with extra weight on two pixel masks:
+
+        L = mean err + changed_weight · mean_{|x0 − I_ref| > τ} err + expression_weight · mean_{|x0 − same| > τ} err
+
+    err = (prediction − target)², τ = ``mask_threshold`` in any channel; "same" is the source person at the
+    target age with the source's own expression (:func:`cff_lib.oracle.same_expression_targets`), so the last
+    mask holds the expression's own pixels, which the age change outnumbers among the changed ones."""
+
+    def __init__(self, changed_weight: float = 0.0, expression_weight: float = 0.0, mask_threshold: float = 0.05):
+        super().__init__()
+        for name, value in (("changed_weight", changed_weight), ("expression_weight", expression_weight)):
+            if not value >= 0:
+                raise ValueError(f"{name}={value!r} must be >= 0")
+        self.changed_weight, self.expression_weight = float(changed_weight), float(expression_weight)
+        self.mask_threshold = float(mask_threshold)
+
+    def forward(self, prediction: Tensor, target: Tensor, x0: Tensor, reference: Tensor,
+                same_expression: Tensor | None = None) -> LossTerms:
+        """``prediction``/``target``: the UNet's output and what it should be (B, 3, S, S); ``x0`` the oracle
+        targets and ``reference`` I_ref (B, 3, S, S); ``same_expression`` (B, 3, S, S), needed when
+        ``expression_weight`` > 0."""
+        if prediction.shape != target.shape:
+            raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ")
+        err = (prediction - target).pow(2)  # (B, 3, S, S)
+        terms = {"denoise/mse": err.mean()}
+        loss = terms["denoise/mse"]
+
+        def masked(a: Tensor, b: Tensor) -> Tensor:  # mean err on the pixels where a and b differ, ()
+            mask = ((a - b).abs().amax(1, keepdim=True) > self.mask_threshold).to(err)  # (B, 1, S, S)
+            return (err * mask).sum() / (err.shape[1] * mask.sum()).clamp(min=1)
+
+        if self.changed_weight:
+            terms["denoise/changed_mse"] = masked(x0, _check_images(reference, "reference", x0.shape[0]))
+            loss = loss + self.changed_weight * terms["denoise/changed_mse"]
+        if self.expression_weight:
+            if same_expression is None:
+                raise ValueError("expression_weight > 0 needs same_expression (the targets at the source's "
+                                 "expression; batch['same_expression'])")
+            terms["denoise/expression_mse"] = masked(x0, _check_images(same_expression, "same_expression",
+                                                                       x0.shape[0]))
+            loss = loss + self.expression_weight * terms["denoise/expression_mse"]
+        return LossTerms({**terms, "loss": loss})
+
+
 class CrossModalLoss(nn.Module):
     """weight * mean_b sum_{unordered {m, n}, both present} (1 - cos(f'_m, f'_n))."""
 

@@ -82,7 +82,7 @@ from cff_lib.fusion import (
     ModalityFusion,
     reference_features,
 )
-from cff_lib.losses import LossTerms, LossWeights, TotalLoss
+from cff_lib.losses import ConditionalDenoisingLoss, LossTerms, LossWeights, TotalLoss
 from cff_lib.provenance import REPO_ROOT
 
 MODEL_FILE = "clipfacefusion.safetensors"
@@ -184,6 +184,11 @@ class ClipFaceFusion(nn.Module):
         self.fusion_mode = fusion_mode
         self.av_alignment = bool(av_alignment)
         self.reference_in_condition = bool(reference_in_condition)
+        # the training objective (build_model sets these from the profile's train section): "edit_chain" is the
+        # paper's (L_Total through the DDIM chain, Eq. 32); "conditional_prior" is not in the paper (prior_step)
+        self.objective = "edit_chain"
+        self.p_uncond = 0.1  # share of conditional-prior batches trained with c = None (classifier-free guidance)
+        self.prior_loss = ConditionalDenoisingLoss()
         self._feature_cache: dict[str, dict[str, Tensor]] = {}  # frozen encoders' features (see _memo)
         self._pretrained_unet: dict[str, Tensor] | None = None  # CPU copy of the backbone before fine-tuning
         self.set_trainable(trainable)
@@ -462,6 +467,8 @@ class ClipFaceFusion(nn.Module):
         Full backpropagation through the ``n_gen_steps`` reverse DDIM steps (cff_lib.training explains the
         choice). Returns (loss terms, the edited images (B, 3, H, W), detached).
         """
+        if self.objective == "conditional_prior":
+            return self.prior_step(batch)
         images = batch["image"]
         cond = self.condition({**batch, "reference": images})  # 1. c from T, A, Age, Emo, I_ref (Eqs. 1-12)
         chain = ddim.EditConfig(t0=t0, n_inv_steps=n_inv_steps, n_gen_steps=n_gen_steps, spacing=spacing)
@@ -469,6 +476,31 @@ class ClipFaceFusion(nn.Module):
         x0 = ddim.edit_variants(self.unet, images, {"edit": cond.c}, chain)["edit"]
         generated = x0.clamp(-1.0, 1.0)  # the judges read images in [-1, 1]
         return self.loss(generated, cond), generated.detach()  # 4. L_Total (Eq. 32)
+
+    def prior_step(self, batch: Mapping[str, Any]) -> tuple[LossTerms, Tensor]:
+        """One training step of the conditional prior (not in the paper; docs/errata.md "A conditional prior"):
+        the denoising loss of ε_θ(x_t, t, c) on the batch's oracle targets ``batch["target"]`` (B, 3, H, W),
+        c dropped on a ``p_uncond`` share of batches. Returns (loss terms, the targets, detached)."""
+        from diffusers import DDPMScheduler
+
+        from cff_lib.conditional_unet import paper_scheduler_config, training_target
+
+        if "target" not in batch:
+            raise ValueError("the conditional prior trains on batch['target'] (the oracle targets; "
+                             "cff_lib.training adds them in the synthetic world)")
+        images = batch["image"]
+        cond = self.condition({**batch, "reference": images})  # 1. c from T, A, Age, Emo, I_ref (Eqs. 1-12)
+        x0 = batch["target"].to(images)  # (B, 3, H, W) the same person at the target age and emotion
+        scheduler = DDPMScheduler(**(self.unet.noise_scheduler_config or paper_scheduler_config()))
+        t = torch.randint(0, int(scheduler.config.num_train_timesteps), (x0.shape[0],), device=x0.device)  # (B,)
+        noise = torch.randn_like(x0)
+        x_t = scheduler.add_noise(x0, noise, t)  # 2. forward diffusion of the target
+        c = None if float(torch.rand(())) < self.p_uncond else cond.c  # 3. classifier-free dropout of c
+        prediction = self.unet.predict(x_t, t, c)  # 4. one unguided pass
+        target = training_target(scheduler, x0, noise, t, self.unet.prediction_type)
+        same = batch.get("same_expression")
+        terms = self.prior_loss(prediction, target, x0, images, None if same is None else same.to(images))
+        return terms, x0.detach()  # 5. the denoising loss, masks weighted
 
     @torch.no_grad()
     def edit(self, images: Tensor, conditions: Mapping[str, Any] | None, t0: int, steps: int, *,
@@ -607,6 +639,9 @@ def build_model(profile, weights_dir: str | os.PathLike | None = None, *, allow_
                                reference_in_condition=profile.model.reference_in_condition)
     model.untrained = tuple(k for k, v in digests.items() if v.startswith("untrained"))
     model.backend_digests = digests
+    model.objective, model.p_uncond = profile.train.objective, profile.train.p_uncond  # not in the paper
+    model.prior_loss = ConditionalDenoisingLoss(profile.train.changed_weight, profile.train.expression_weight)
+    model.unet.guidance_scale = profile.ddim.guidance_scale
     if device is not None:
         model.to(device)
     return model

@@ -96,6 +96,14 @@ def oracle_targets(profile, rows: Sequence) -> torch.Tensor:
     return torch.stack(out)
 
 
+def same_expression_targets(profile, rows: Sequence) -> torch.Tensor:
+    """(B, 3, S, S): the person of each row at its ``target_age`` with the source's own expression -- the
+    oracle target minus its expression change (the conditional prior's expression mask, losses.py)."""
+    if len(rows) == 0:
+        raise ValueError("rows is empty: no targets to render")
+    return torch.stack([oracle_image(profile, r.image, r.target_age, None) for r in rows])
+
+
 def scenario_targets(profile, resolved) -> torch.Tensor:
     """(B, 3, S, S) oracle targets of resolved Fig. 4 scenarios (``qualitative.resolve_scenarios``): each face
     at its scenario's age and emotion (intensity 1 for an intense clip, 0.5 otherwise, as the conditions)."""

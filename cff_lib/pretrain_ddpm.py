@@ -57,6 +57,7 @@ from cff_lib.conditional_unet import (
     synthetic_unet_config,
     synthetic_v2_unet_config,
     tiny_unet_config,
+    training_target,
 )
 from cff_lib.emotions import EMOTIONS
 from cff_lib.pretraining import (
@@ -165,15 +166,6 @@ def scheduler_config(cfg: DdpmPretrainConfig) -> dict:
     ε-prediction config for "linear"/"epsilon" (the ci and toy presets), else
     :func:`cff_lib.conditional_unet.diffusion_scheduler_config` (which adds ``prediction_type``)."""
     return diffusion_scheduler_config(cfg.schedule, cfg.prediction_type)
-
-
-def training_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-                    prediction_type: str) -> torch.Tensor:
-    """What the UNet learns to output at (x_t, t): ε, or v = √ᾱ_t ε − √(1−ᾱ_t) x0 (Salimans & Ho 2022)."""
-    if prediction_type == "epsilon":
-        return noise
-    a = scheduler.alphas_cumprod.to(x0.dtype)[t].view(-1, 1, 1, 1)  # (B, 1, 1, 1)
-    return a.sqrt() * noise - (1 - a).sqrt() * x0
 
 
 # ------------------------------------------------------------------------------------------ data

@@ -236,6 +236,19 @@ def grid_batch(dataset: CompositeDataset, n: int) -> dict[str, Any] | None:
     return collate([dataset[i] for i in picks]) if picks else None
 
 
+def with_oracle_targets(profile, batch: Mapping[str, Any], samples, expression_mask: bool) -> dict[str, Any]:
+    """``batch`` plus ``target`` (B, 3, H, W), the oracle targets of its rows (``index`` into ``samples``), and
+    with ``expression_mask`` ``same_expression`` (the targets at the source's expression): what
+    ``ClipFaceFusion.prior_step`` trains on."""
+    from cff_lib import oracle
+
+    rows = [samples[i] for i in batch["index"].tolist()]
+    out = {**batch, "target": oracle.oracle_targets(profile, rows)}
+    if expression_mask:
+        out["same_expression"] = oracle.same_expression_targets(profile, rows)
+    return out
+
+
 def edit_sample_grid(model: ClipFaceFusion, batch: Mapping[str, Any], profile, path: str | os.PathLike) -> Path:
     """Rows: source faces, their unconditioned reconstructions, their edits toward the row's targets and
     pure generations from x_T ~ N(0, I) (seeded by ``train.ddim_seed``) under the same conditions."""
@@ -356,6 +369,8 @@ def train(profile, out_dir: str | os.PathLike, *, max_steps: int | None = None, 
     bar = tqdm(total=total, initial=step, desc=f"train {profile.name}", unit="step",
                disable=not progress or not accelerator.is_local_main_process)
     for batch in batches:
+        if core.objective == "conditional_prior":  # not in the paper: its oracle targets (errata)
+            batch = with_oracle_targets(profile, batch, train_set.samples, core.prior_loss.expression_weight > 0)
         terms, _ = model(batch, t0=d.t0, n_inv_steps=k_steps, n_gen_steps=k_steps, spacing=d.spacing)  # 1-4
         if step_hook is not None:
             step_hook(step, terms)

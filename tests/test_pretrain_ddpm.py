@@ -119,8 +119,7 @@ def test_v_prediction_run_records_and_carries_its_schedule(profile, tmp_path):
 def test_training_target_is_diffusers_velocity():
     from diffusers import DDPMScheduler
 
-    from cff_lib.conditional_unet import diffusion_scheduler_config
-    from cff_lib.pretrain_ddpm import training_target
+    from cff_lib.conditional_unet import diffusion_scheduler_config, training_target
 
     sched = DDPMScheduler(**diffusion_scheduler_config("linear_zero_snr", "v_prediction"))
     g = torch.Generator().manual_seed(0)
