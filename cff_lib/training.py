@@ -239,10 +239,15 @@ def grid_batch(dataset: CompositeDataset, n: int) -> dict[str, Any] | None:
 def with_oracle_targets(profile, batch: Mapping[str, Any], samples, expression_mask: bool) -> dict[str, Any]:
     """``batch`` plus ``target`` (B, 3, H, W), the oracle targets of its rows (``index`` into ``samples``), and
     with ``expression_mask`` ``same_expression`` (the targets at the source's expression): what
-    ``ClipFaceFusion.prior_step`` trains on."""
+    ``ClipFaceFusion.prior_step`` trains on. Only training rows: a val row's oracle target is evidence (the
+    control faces' ground truth) and never enters a loss, so any other split raises ValueError."""
     from cff_lib import oracle
 
     rows = [samples[i] for i in batch["index"].tolist()]
+    leaked = sorted({r.split for r in rows} - {"train"})
+    if leaked:
+        raise ValueError(f"with_oracle_targets got rows of the {leaked} split; the conditional prior trains on "
+                         "the oracle targets of 'train' rows only (the others are evaluation's ground truth)")
     out = {**batch, "target": oracle.oracle_targets(profile, rows)}
     if expression_mask:
         out["same_expression"] = oracle.same_expression_targets(profile, rows)

@@ -168,3 +168,24 @@ def test_same_expression_targets_keep_the_source_expression():
     assert not torch.equal(full, same)  # the asked expression changes pixels
     with pytest.raises(ValueError, match="rows is empty"):
         oracle.same_expression_targets(p, [])
+
+
+def test_oracle_targets_enter_training_only_for_train_rows():
+    """A val row's oracle target is the control faces' ground truth (evidence): with_oracle_targets refuses it."""
+    from cff_lib.synthetic_world import ffhq_sample
+    from cff_lib.training import with_oracle_targets
+    from cff_lib.world import world_spec
+
+    p = load_profile("ci")
+    face = ffhq_sample(world_spec(p), 0)
+
+    def row(split):
+        return SimpleNamespace(image=f"ffhq/{face.path}", target_age=60.0, target_emotion="sad",
+                               target_intensity=1.0, split=split)
+
+    samples = [row("train"), row("val")]
+    with pytest.raises(ValueError, match="'val'"):
+        with_oracle_targets(p, {"index": torch.tensor([0, 1])}, samples, expression_mask=False)
+    out = with_oracle_targets(p, {"index": torch.tensor([0])}, samples, expression_mask=True)
+    size = p.data.image_size
+    assert out["target"].shape == out["same_expression"].shape == (1, 3, size, size)
