@@ -5,6 +5,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def small_profile(**train):
+    """The ci profile cut to a few DDIM steps at t0 20 and batch 4 (tests on tiny random models); ``train``
+    replaces fields of its train section."""
+    import dataclasses
+
+    from cff_lib.config import load_profile
+
+    p = load_profile("ci")
+    return dataclasses.replace(
+        p, ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2),
+        train=dataclasses.replace(p.train, batch_size=4, **train))
+
+
 def random_referees(image_size: int = 32, threshold: float = 0.5):
     """Randomly initialised, frozen referees (tests that need the plumbing, not trained judgements)."""
     import torch

@@ -8,18 +8,11 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import small_profile
 
 from cff_lib import baselines, ddim
 from cff_lib.conditional_unet import tiny_unet_config
-from cff_lib.config import load_profile
 from cff_lib.model import build_model
-
-
-def small_profile(**train):
-    p = load_profile("ci")
-    return dataclasses.replace(
-        p, ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2),
-        train=dataclasses.replace(p.train, batch_size=4, **train))
 
 
 @pytest.fixture(scope="module")

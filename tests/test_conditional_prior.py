@@ -11,19 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import small_profile
 from diffusers import UNet2DModel
 
 from cff_lib.conditional_unet import ConditionalUNet, tiny_unet_config
 from cff_lib.config import ProfileError, load_profile, with_changes
 from cff_lib.losses import ConditionalDenoisingLoss
 from cff_lib.model import build_model
-
-
-def small_profile(**train):
-    p = load_profile("ci")
-    return dataclasses.replace(
-        p, ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2),
-        train=dataclasses.replace(p.train, batch_size=4, **train))
 
 
 @pytest.fixture(scope="module")

@@ -11,19 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import small_profile
 
 from cff_lib.conditional_unet import tiny_unet_config
 from cff_lib.config import load_profile
 from cff_lib.model import MODEL_FILE, build_model, read_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def small_profile(**train):
-    p = load_profile("ci")
-    return dataclasses.replace(
-        p, ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2),
-        train=dataclasses.replace(p.train, batch_size=4, **train))
 
 
 @pytest.fixture(scope="module")
