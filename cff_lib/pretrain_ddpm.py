@@ -19,8 +19,10 @@ deterministic and a run stopped at step s and resumed (``resume=True``, from the
 ``checkpoint_every`` steps under ``build/pretrain_state/<profile>/``) continues exactly as if uninterrupted.
 Shipped (``out_dir``): ``ddpm.safetensors`` (the EMA UNet's state dict + its config) and its provenance record.
 
-Recipes (:data:`PRESETS`). "ci" and "toy" are the shipped recipe above (linear β, ε). "toy_v2"
-(``--preset toy_v2 --name ddpm_v2``) trains a wider UNet with v-prediction on a cosine schedule: the
+Recipes (:data:`PRESETS`). "ci" and "toy" are the first recipe above (linear β, ε); ci still ships it.
+"toy_v2" is what the toy profile ships (``ddpm`` = its EMA UNet at :data:`SHIPPED_STEPS`, a copy of
+``pretraining/ddpm_v2``; retrained with toy_v2 for those steps when missing). It trains a wider UNet with
+v-prediction on a cosine schedule: the
 linear schedule's ᾱ_999 = 4e-5 leaves signal in "pure noise" that an ε model never learns to ignore, and
 f_θ = (x − √(1−ᾱ) ε)/√ᾱ multiplies its ε error by ~150 at t = 999, so the toy DDPM's samples come out as
 flat saturated colours or colour casts (docs/errata.md, "Synthetic DDPM v2"). The schedule and target are
@@ -136,14 +138,26 @@ PRESETS: dict[str, DdpmPretrainConfig] = {
 }
 
 
+SHIPPED_STEPS: dict[str, int] = {"toy_v2": 2400}
+"""Steps of each open-ended preset's shipped weights: ``weights/synthetic/ddpm`` is the toy_v2 EMA UNet at step
+2,400 (sample Fréchet distance within 2x of fresh renders: bench/results/ddpm_realism_v2_step2400.json)."""
+
+
+def shipped_preset(profile) -> str:
+    """The :data:`PRESETS` key whose weights a synthetic profile ships as ``ddpm``: "ci" for ci, else "toy_v2"."""
+    return "ci" if profile.name == "ci" else "toy_v2"
+
+
 def ddpm_config(profile, preset: str | None = None) -> DdpmPretrainConfig:
-    """The frozen pre-training config of a profile: ``preset`` (a key of :data:`PRESETS`) if given, else "ci"
-    for the ci profile and "toy" (the shipped ``ddpm.safetensors``) for every other synthetic one."""
+    """The frozen pre-training config of a profile: ``preset`` (a key of :data:`PRESETS`) if given, else the
+    shipped one (:func:`shipped_preset`), with an open-ended preset's steps set to :data:`SHIPPED_STEPS`."""
     if profile.data.world != "synthetic":
         raise ValueError(f"profile={profile.name!r} uses the real world; its DDPM is the published "
                          "google/ddpm-ema-celebahq-256 (cff_lib.conditional_unet), not trained here")
     if preset is None:
-        return PRESETS["ci" if profile.name == "ci" else "toy"]
+        name = shipped_preset(profile)
+        cfg = PRESETS[name]
+        return dataclasses.replace(cfg, steps=SHIPPED_STEPS[name]) if name in SHIPPED_STEPS else cfg
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} must be one of {sorted(PRESETS)}")
     return PRESETS[preset]
@@ -532,10 +546,10 @@ def train_command(args) -> int:
 
     profile = load_profile(args.profile)
     out = args.out or profile.model.weights_dir
-    if args.name == DDPM_NAME and args.preset not in (None, "ci", "toy") and Path(out).resolve() == (
+    if args.name == DDPM_NAME and args.preset not in (None, shipped_preset(profile)) and Path(out).resolve() == (
             REPO_ROOT / "weights" / "synthetic").resolve():
-        raise ValueError(f"--preset {args.preset} would overwrite the shipped {out}/{DDPM_NAME}.safetensors; "
-                         "pass --name (e.g. ddpm_v2)")
+        raise ValueError(f"--preset {args.preset} would overwrite the shipped {out}/{DDPM_NAME}.safetensors "
+                         f"(a {shipped_preset(profile)} model); pass --name (e.g. ddpm_{args.preset})")
     report = train_ddpm(profile, out, steps=args.steps, resume=args.resume, max_wall_s=args.max_wall_s,
                         preset=args.preset, name=args.name, state_file=args.state, snapshot=args.snapshot)
     print(json.dumps({"metrics": report.metrics, "wall_s": report.wall_s, "steps": report.steps,

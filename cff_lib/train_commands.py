@@ -60,7 +60,7 @@ def add_target_arguments(p: argparse.ArgumentParser, target: str) -> argparse.Ar
     if target == "ddpm":
         p.add_argument("--grid", default=None, help="also write a sample grid PNG here")
         p.add_argument("--preset", default=None, choices=DDPM_PRESETS,
-                       help="pre-training preset (default: ci for the ci profile, toy otherwise)")
+                       help="pre-training preset (default: the shipped one, ci for the ci profile, toy_v2 otherwise)")
         p.add_argument("--name", default="ddpm", help="weight file stem (default ddpm)")
         p.add_argument("--state", default=None, help="resumable state file (default under build/pretrain_state/)")
         p.add_argument("--snapshot", action="store_true",

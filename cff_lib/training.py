@@ -87,6 +87,7 @@ class TrainResult:
     sample_grids: tuple[str, ...]  # PNG sample grid of each finished epoch
     resumed_from: int  # step the run resumed from (0 = fresh)
     wall_s: float  # wall time of this call, seconds
+    train_wall_s: float = float("nan")  # wall time of the whole run, every resumed call included, seconds
 
 
 class TrainingDiverged(FloatingPointError):
@@ -155,8 +156,10 @@ def _load_optimizer_state(optimizer, tensors: Mapping[str, Tensor], groups_json:
 
 
 def save_checkpoint(path: str | os.PathLike, model: ClipFaceFusion, optimizer, scheduler, *, step: int,
-                    total_steps: int, fingerprint: str, history: Sequence[Mapping[str, Any]]) -> Path:
-    """One safetensors file with everything a bit-exact resume needs (module docstring); atomic."""
+                    total_steps: int, fingerprint: str, history: Sequence[Mapping[str, Any]],
+                    train_wall_s: float = 0.0) -> Path:
+    """One safetensors file with everything a bit-exact resume needs (module docstring); atomic.
+    ``train_wall_s``: the run's wall time so far (all calls), carried so a resumed run's record is whole."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.trainable_state_dict().items()}
@@ -166,7 +169,8 @@ def save_checkpoint(path: str | os.PathLike, model: ClipFaceFusion, optimizer, s
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
     meta = {**model.metadata(), **rng_meta, "step": str(step), "total_steps": str(total_steps),
             "profile_fingerprint": fingerprint, "optimizer_param_groups": groups,
-            "scheduler": json.dumps(sched), "history": json.dumps(list(history))}
+            "scheduler": json.dumps(sched), "history": json.dumps(list(history)),
+            "train_wall_s": f"{float(train_wall_s):.3f}"}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return Path(path)
@@ -176,7 +180,8 @@ def load_checkpoint(path: str | os.PathLike, model: ClipFaceFusion, optimizer=No
                     fingerprint: str | None = None, restore_rng: bool = True) -> dict[str, Any]:
     """Restore a :func:`save_checkpoint` file into ``model`` (and optimizer, scheduler, RNGs).
 
-    Returns {"step", "total_steps", "history"}. Clear errors for a missing, corrupt, other-kind,
+    Returns {"step", "total_steps", "history", "train_wall_s"} (NaN wall time for a checkpoint written
+    before it was recorded). Clear errors for a missing, corrupt, other-kind,
     other-architecture or other-profile file.
     """
     tensors, meta = read_checkpoint(path)
@@ -198,7 +203,8 @@ def load_checkpoint(path: str | os.PathLike, model: ClipFaceFusion, optimizer=No
     if restore_rng:
         _set_rng_state(tensors, meta)
     return {"step": int(meta["step"]), "total_steps": int(meta["total_steps"]),
-            "history": json.loads(meta.get("history", "[]"))}
+            "history": json.loads(meta.get("history", "[]")),
+            "train_wall_s": float(meta.get("train_wall_s", "nan"))}
 
 
 def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
@@ -341,7 +347,7 @@ def train(profile, out_dir: str | os.PathLike, *, max_steps: int | None = None, 
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     core: ClipFaceFusion = accelerator.unwrap_model(model)
 
-    step, history, resumed_from = 0, [], 0
+    step, history, resumed_from, wall_before = 0, [], 0, 0.0  # wall_before: earlier calls' share of the run
     ckpt = latest_checkpoint(out_dir) if resume else None
     stale = _incompatibility(ckpt, core, profile, total) if ckpt is not None else None
     if stale:  # e.g. notebooks/02 retrained the backends: this run cannot continue that one
@@ -353,6 +359,7 @@ def train(profile, out_dir: str | os.PathLike, *, max_steps: int | None = None, 
     if ckpt is not None:
         state = load_checkpoint(ckpt, core, optimizer, scheduler, fingerprint=profile.fingerprint())
         step, history, resumed_from = state["step"], state["history"], state["step"]
+        wall_before = state["train_wall_s"]
     elif not resume and (out_dir / CHECKPOINT_DIR).is_dir() and accelerator.is_main_process:
         shutil.rmtree(out_dir / CHECKPOINT_DIR)
     last_good = str(ckpt) if ckpt is not None else None
@@ -364,7 +371,8 @@ def train(profile, out_dir: str | os.PathLike, *, max_steps: int | None = None, 
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             save_checkpoint(path, core, optimizer, scheduler, step=step, total_steps=total,
-                            fingerprint=profile.fingerprint(), history=history)
+                            fingerprint=profile.fingerprint(), history=history,
+                            train_wall_s=wall_before + time.perf_counter() - start_time)
             atomic_write_text(out_dir / HISTORY_FILE, json.dumps(history) + "\n")
             _prune(out_dir, options.keep_checkpoints)
         return str(path)
@@ -417,7 +425,8 @@ def train(profile, out_dir: str | os.PathLike, *, max_steps: int | None = None, 
     return TrainResult(steps=step, total_steps=total, epochs=step / steps_per_epoch,
                        history=tuple(history), checkpoint=last_good, model_file=str(model_file),
                        sample_grids=tuple(sorted(set(grids))), resumed_from=resumed_from,
-                       wall_s=time.perf_counter() - start_time)
+                       wall_s=time.perf_counter() - start_time,
+                       train_wall_s=wall_before + time.perf_counter() - start_time)
 
 
 def _incompatibility(ckpt: Path, model: ClipFaceFusion, profile, total: int) -> str | None:
@@ -482,7 +491,7 @@ def export_model(result: TrainResult, weights_dir: str | os.PathLike, profile, *
                 "backend_digests": json.loads(meta.get("backend_digests", "{}")), "sample_grids": grids,
                 "history": history},
         metrics={"final_train_loss": float(np.mean(tail)) if tail else float("nan"),
-                 "train_wall_s": float(result.wall_s)})
+                 "train_wall_s": float(result.train_wall_s)})
     atomic_write_text(rec_path, json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
     return dst
 
@@ -577,7 +586,8 @@ def train_command(args) -> int:
     profile = load_profile(args.profile)
     out = Path(args.out) if args.out else REPO_ROOT / "build" / "train" / profile.name
     result = train(profile, out, max_steps=args.max_steps or None, resume=not args.fresh)
-    print(f"{result.steps} steps in {result.wall_s:.0f} s; model {result.model_file}")
+    print(f"{result.steps} steps in {result.wall_s:.0f} s ({result.train_wall_s:.0f} s for the whole run); "
+          f"model {result.model_file}")
     if args.export:
         print("exported", export_model(result, weights_root(profile), profile))
     return 0

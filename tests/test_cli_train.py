@@ -69,11 +69,11 @@ def test_the_ddpm_guard_keeps_the_shipped_file(monkeypatch, capsys):
     from cff_lib import pretrain_ddpm
 
     def must_not_train(*a, **k):
-        raise AssertionError("the guard let a toy_v2 run overwrite the shipped ddpm")
+        raise AssertionError("the guard let another recipe overwrite the shipped (toy_v2) ddpm")
 
     monkeypatch.setattr(pretrain_ddpm, "train_ddpm", must_not_train)
     out = str(ROOT / "weights" / "synthetic")
-    assert cli.main(["train", "ddpm", "--preset", "toy_v2", "--out", out]) == 2
+    assert cli.main(["train", "ddpm", "--preset", "toy", "--out", out]) == 2
     assert "would overwrite" in capsys.readouterr().err
 
 

@@ -181,7 +181,11 @@ def test_presets_and_guards(profile, tmp_path, monkeypatch, capsys):
     from cff_lib.train_commands import run
 
     toy, v2 = ddpm_config(load_profile("toy")), ddpm_config(load_profile("toy"), "toy_v2")
-    assert (toy.schedule, toy.prediction_type, toy.unet) == ("linear", "epsilon", "synthetic")  # shipped recipe
+    old = ddpm_config(load_profile("toy"), "toy")
+    assert (old.schedule, old.prediction_type, old.unet) == ("linear", "epsilon", "synthetic")  # the first recipe
+    assert (toy.schedule, toy.prediction_type, toy.unet) == ("cosine", "v_prediction", "synthetic_v2")  # shipped
+    assert toy.steps == pretrain_ddpm.SHIPPED_STEPS["toy_v2"] < v2.steps  # the shipped weights' steps
+    assert dataclasses.replace(toy, steps=v2.steps) == v2
     assert ddpm_config(profile).schedule == "linear" and ddpm_config(profile) is PRESETS["ci"]
     assert v2.prediction_type == "v_prediction" and v2.checkpoint_every > 0 and v2.batch_size == 64
     with pytest.raises(ValueError, match="preset"):
@@ -192,8 +196,9 @@ def test_presets_and_guards(profile, tmp_path, monkeypatch, capsys):
             dataclasses.replace(TINY, **bad)
     monkeypatch.setattr(pretrain_ddpm, "train_ddpm", lambda *a, **k: pytest.fail("the guard let it train"))
     shipped = str(REPO_ROOT / "weights" / "synthetic")  # a new recipe never lands on the shipped ddpm file
-    assert run("ddpm", train_command, ["--profile", "toy", "--preset", "toy_v2", "--out", shipped]) == 2
-    assert "would overwrite" in capsys.readouterr().err
+    for other in ("toy", "ci"):  # any preset but the shipped toy_v2
+        assert run("ddpm", train_command, ["--profile", "toy", "--preset", other, "--out", shipped]) == 2
+        assert "would overwrite" in capsys.readouterr().err
 
 
 def test_snapshots_write_ema_weights_and_progress_then_resume(profile, tmp_path):

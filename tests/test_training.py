@@ -12,11 +12,11 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import small_profile as conftest_small_profile
 from tiny_world import write_tiny_world
 
 from cff_lib import dataset, training
 from cff_lib.conditional_unet import tiny_unet_config
-from cff_lib.config import load_profile
 from cff_lib.model import build_model
 
 OPTIONS = training.TrainOptions(checkpoint_every=2, sample_grids=False)
@@ -24,10 +24,8 @@ STEPS = 4
 
 
 def small_profile():
-    p = load_profile("ci")
-    return dataclasses.replace(
-        p, ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2),
-        train=dataclasses.replace(p.train, batch_size=4), eval=dataclasses.replace(p.eval, n_samples=2))
+    p = conftest_small_profile()
+    return dataclasses.replace(p, eval=dataclasses.replace(p.eval, n_samples=2))
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +66,14 @@ def test_interrupt_and_resume_gives_bitwise_the_same_weights(runs):
     differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
     assert not differ, f"weights differ after resume: {differ[:5]}"
     assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
+
+
+def test_a_resumed_run_counts_the_wall_time_of_every_call(runs):
+    first, (resumed, _) = runs["first"], runs["resumed"]
+    assert first.train_wall_s == pytest.approx(first.wall_s, abs=0.5)  # a fresh run: its own call only
+    # the resumed call carries the first call's time (up to its last checkpoint) on top of its own
+    assert resumed.wall_s < resumed.train_wall_s <= resumed.wall_s + first.wall_s + 1e-6
+    assert resumed.train_wall_s - resumed.wall_s > 0.5 * first.wall_s
 
 
 def test_same_seed_reproduces_the_same_losses(runs):
