@@ -17,7 +17,8 @@ iresnet50, VGG-16, the 113.7 M-parameter UNet; ``--batch 16`` is the paper's bat
 faces with target ages, emotions, captions and, for a fifth of the rows, a voice clip (the composite's
 RAVDESS + VoxCeleb share). Each configuration runs in a fresh subprocess (accelerate's state is per process,
 and a fresh process gives a clean memory peak): ``--warmup`` steps, then the median of ``--repeats`` timed
-steps. Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU; on a CPU the rise of
+steps. A profile whose ``train.objective`` is ``conditional_prior`` (toy, ci) times that step instead (one
+UNet pass on random stand-in oracle targets; ``objective`` in the output says which). Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU; on a CPU the rise of
 ``ru_maxrss`` over the warm-up (an upper bound only, reported for completeness).
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_train.py --profile ci --repeats 2    # CPU smoke run
@@ -94,6 +95,12 @@ def _child(args) -> dict:
     core = accelerator.unwrap_model(model)
     batch = _batch(profile, core.sample_rate, profile.train.batch_size)
     batch["image"] = batch["image"].to(accelerator.device)
+    if core.objective == "conditional_prior":  # its step reads oracle targets: random ones time the same
+        g = torch.Generator().manual_seed(1)
+        batch["target"] = (torch.rand(batch["image"].shape, generator=g) * 2 - 1).to(accelerator.device)
+        if core.prior_loss.expression_weight > 0:
+            batch["same_expression"] = (torch.rand(batch["image"].shape, generator=g) * 2 - 1).to(
+                accelerator.device)
     d, k = profile.ddim, training.train_ddim_steps(profile, training.TrainOptions())
     cuda = accelerator.device.type == "cuda"
 
@@ -120,6 +127,7 @@ def _child(args) -> dict:
     peak = ((torch.cuda.max_memory_allocated() - mem0) if cuda
             else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024)
     return {"config": args.config, "device": str(accelerator.device), "batch": profile.train.batch_size,
+            "objective": core.objective,
             "chain_steps": k, "image_size": profile.data.image_size,
             "s_per_step": statistics.median(times), "all_s": times, "peak_mib": peak / 2**20,
             "build_s": round(build_s, 2), "mixed_precision": accelerator.mixed_precision,
@@ -173,7 +181,9 @@ def main(argv=None) -> int:
         results.append(json.loads(line[0][len("RESULT "):]))
         r = results[-1]
         print(f"{name:10s} {r['s_per_step']:.4f} s/step  peak {r['peak_mib']:.0f} MiB  ({r['device']}, batch "
-              f"{r['batch']}, {r['image_size']}², {r['chain_steps']}+{r['chain_steps']} chain steps)", flush=True)
+              f"{r['batch']}, {r['image_size']}², " + ("one prior pass)" if r["objective"] == "conditional_prior"
+                                                         else f"{r['chain_steps']}+{r['chain_steps']} chain steps)"),
+              flush=True)
     ok = {r["config"]: r for r in results if "error" not in r}
     if "fp32" in ok:
         base = ok["fp32"]

@@ -39,12 +39,16 @@ from cff_lib.losses import DirectionalClipLoss, IdentityLoss
 BASELINE_FILE = "diffusionclip_textonly.safetensors"
 BASELINE_KIND = "TextOnlyBaseline"
 L1_WEIGHT = 0.3  # λ_L1 of the pixel term (our choice; DiffusionCLIP's configs use 0-3 depending on the domain)
+MAX_STEPS = 300  # DiffusionCLIP fine-tunes for "a few iterations": ~5 passes over ~50 precomputed inversions at
+# batch 1 (a few hundred images per text); 300 steps at batch 16 show it 4,800 faces (~10x), ~20 min on 2 cores
+# at 32² on the v2 backbone. ClipFaceFusion's 8,944 conditional-prior steps through this 8+8-step chain would
+# take ~9 h here: a step of the baseline costs a 16-pass chain with backprop, one of the prior a single pass.
 
 
 @dataclass(frozen=True)
 class BaselineOptions:
     steps: int = 0  # optimizer steps; 0 = as many as the shipped ClipFaceFusion model took (its provenance
-    # record), else the profile's epochs × ⌈n_train / batch_size⌉
+    # record; else the profile's epochs × ⌈n_train / batch_size⌉), at most MAX_STEPS
     train_ddim_steps: int | None = None  # reverse/inversion DDIM steps while training (None: ddim.n_train_steps)
     l1_weight: float = L1_WEIGHT
     max_grad_norm: float = 1.0
@@ -134,19 +138,30 @@ def _model_steps(profile) -> int:
         return 0
 
 
+def baseline_steps(profile, options: BaselineOptions = BaselineOptions()) -> int:
+    """Optimizer steps of a baseline training: ``options.steps``, else ClipFaceFusion's (its shipped record, else
+    its schedule) capped at MAX_STEPS."""
+    from cff_lib.dataset import load_composite
+    from cff_lib.training import schedule_length
+
+    if options.steps:
+        return options.steps
+    n_model = _model_steps(profile)
+    if not n_model:
+        n_model = schedule_length(profile, len([s for s in load_composite(profile).split("train")
+                                                if s.image is not None]))
+    return min(n_model, MAX_STEPS)
+
+
 def train_baseline(baseline: TextOnlyBaseline, model, profile, options: BaselineOptions = BaselineOptions(),
                    batches=None, progress: bool = True) -> list[dict[str, float]]:
     """AdamW on what the baseline trains over composite train batches (or the given ``batches``: collated dicts
     with ``image``, ``caption``, ``source_caption``); returns the per-step loss history."""
     from tqdm.auto import tqdm
 
-    from cff_lib.dataset import load_composite
-    from cff_lib.training import schedule_length
-
     n_steps = None
     if batches is None:
-        n_train = len([s for s in load_composite(profile).split("train") if s.image is not None])
-        n_steps = options.steps or _model_steps(profile) or schedule_length(profile, n_train)
+        n_steps = baseline_steps(profile, options)
         batches = _batches(profile, n_steps, profile.train.seed)
     batches = tqdm(batches, total=n_steps, desc=f"text-only baseline {profile.name}", unit="step",
                    disable=not progress)
@@ -258,5 +273,6 @@ def cli(profile_name: str) -> None:
     train_command(parse("baseline", ["--profile", profile_name], prog="baselines.cli"))
 
 
-__all__ = ["BASELINE_FILE", "BaselineOptions", "TextOnlyBaseline", "baseline_from_model", "baseline_loss",
-           "baseline_losses", "load_baseline", "load_or_train_baseline", "save_baseline", "train_baseline"]
+__all__ = ["BASELINE_FILE", "MAX_STEPS", "BaselineOptions", "TextOnlyBaseline", "baseline_from_model",
+           "baseline_loss", "baseline_losses", "baseline_steps", "load_baseline", "load_or_train_baseline",
+           "save_baseline", "train_baseline"]

@@ -29,12 +29,16 @@ BATCH = 4  # the global batch: one process takes 4 rows a step, each of two proc
 
 def parity_profile():
     """ci with a 2-step DDIM chain, batch 4 and the fusion's dropout off (dropout masks are drawn per process,
-    so with dropout two processes and one draw different masks: not a parity question)."""
+    so with dropout two processes and one draw different masks: not a parity question), on the paper's
+    objective (L_Total through the chain, unguided): ci's conditional prior draws its timesteps and
+    classifier-free dropout per process, for the same reason."""
     p = load_profile("ci")
     return dataclasses.replace(
         p, model=dataclasses.replace(p.model, dropout=0.0),
-        ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2),
-        train=dataclasses.replace(p.train, batch_size=BATCH), eval=dataclasses.replace(p.eval, n_samples=2))
+        ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2, guidance_scale=1.0),
+        train=dataclasses.replace(p.train, batch_size=BATCH, objective="edit_chain", changed_weight=0.0,
+                                  expression_weight=0.0),
+        eval=dataclasses.replace(p.eval, n_samples=2))
 
 
 def main(out: str) -> int:

@@ -115,3 +115,14 @@ def test_save_and_load_round_trip_and_backend_check(model, tmp_path):
 def test_missing_file_is_a_clear_error(model, tmp_path):
     with pytest.raises(FileNotFoundError, match="no trained baseline"):
         baselines.load_baseline(model, small_profile(), tmp_path)
+
+
+def test_the_baseline_trains_clipfacefusions_steps_capped_at_max_steps():
+    from cff_lib.config import load_profile
+    from cff_lib.model import weights_root
+    from cff_lib.weights import read_record
+
+    toy = load_profile("toy")
+    assert read_record(weights_root(toy) / "clipfacefusion").config["steps"] > baselines.MAX_STEPS  # 8,944
+    assert baselines.baseline_steps(toy) == baselines.MAX_STEPS == 300
+    assert baselines.baseline_steps(toy, baselines.BaselineOptions(steps=7)) == 7

@@ -210,3 +210,4 @@ def test_the_synthetic_ddpm_carries_its_recorded_schedule_into_the_model():
     carried = scheduler_config_of(model.unet)
     assert carried is not None and carried["beta_schedule"] == recorded["beta_schedule"]
     assert model.unet.prediction_type == recorded.get("prediction_type", "epsilon")
+    assert (recorded["beta_schedule"], recorded["prediction_type"]) == ("squaredcos_cap_v2", "v_prediction")

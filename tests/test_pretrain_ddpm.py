@@ -137,12 +137,10 @@ def test_old_metadata_loads_as_linear_epsilon_and_samples_bit_identically(profil
     from cff_lib.backends import unet_from_weights
     from cff_lib.conditional_unet import paper_scheduler_config, prediction_type_of
     from cff_lib.pretrain_ddpm import DDPM_NAME
-    from cff_lib.provenance import REPO_ROOT
     from cff_lib.weights import load_verified
 
     _, out = trained
-    shipped = REPO_ROOT / "weights" / "synthetic"
-    for folder in [out] + ([shipped] if (shipped / "ddpm.safetensors").is_file() else []):
+    for folder in [out]:  # the shipped ddpm is toy_v2 (v-prediction, cosine): test_model checks it carries that
         loaded = load_verified(folder / DDPM_NAME, kind="UNet2DModel")
         assert loaded.config["scheduler"] == paper_scheduler_config()  # what files before toy_v2 record
         unet = unet_from_weights(loaded)
