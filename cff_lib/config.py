@@ -59,6 +59,8 @@ class DataConfig:
     n_train: int  # composite training samples (paper: 55,000)
     n_val: int  # composite validation samples (paper: 12,000)
     mix: dict = field(default_factory=dict)  # batch mix per dataset (paper: ffhq .5, cacd .3, ravdess .1, voxceleb .1)
+    world_seed: int | None = later_field(None)  # synthetic world: its generator's seed (None: train.seed); the
+    # run store pins it when a run trains on another seed, so every training seed sees the same world on disk
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,8 @@ def _build(cls, values: dict, where: str):
 def _validate(p: Profile, where: str) -> None:
     checks = [
         (p.data.world in ("synthetic", "real"), "data.world must be 'synthetic' or 'real'"),
+        (p.data.world_seed is None or (type(p.data.world_seed) is int and p.data.world_seed >= 0),
+         "data.world_seed must be null or a non-negative int"),
         (p.model.backend in ("synthetic", "pretrained"), "model.backend must be 'synthetic' or 'pretrained'"),
         (p.model.unet in ("synthetic32", "synthetic64", "paper"), "model.unet must be synthetic32|synthetic64|paper"),
         (p.model.trainable in ("fusion", "fusion+unet", "adapter"),

@@ -153,8 +153,11 @@ class RunSpec:
         object.__setattr__(self, "seed", seed)
         if not isinstance(self.code_version, str) or not self.code_version:
             raise ValueError(f"RunSpec.code_version must be a non-empty string, got {self.code_version!r}")
-        resolved = apply_overlay(apply_overlay(profile, overlay, label=label), {"train": {"seed": seed}},
-                                 label=f"{label} (seed {seed})")
+        changed = apply_overlay(profile, overlay, label=label)
+        seeded = {"train": {"seed": seed}}
+        if seed != changed.train.seed and changed.data.world_seed is None:  # the world stays the one on disk
+            seeded["data"] = {"world_seed": changed.train.seed}
+        resolved = apply_overlay(changed, seeded, label=f"{label} (seed {seed})")
         object.__setattr__(self, "resolved", resolved)
 
     def identity(self) -> dict:

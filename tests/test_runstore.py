@@ -368,3 +368,23 @@ def test_cff_runs_lists_shows_and_cleans(ci, tmp_path, capsys):
     assert cli.main(["runs", "clean", "--store", str(store.root)]) == 0
     assert f"deleted {store.path(bad.run_id)}" in capsys.readouterr().out
     assert [r.run_id for r in store.runs()] == [good.run_id]
+
+
+def test_a_run_on_another_training_seed_sees_the_same_world():
+    """The world's generator seed defaults to train.seed; a run store seed must not move the faces on disk
+    (the conditional prior's oracle looks its training rows up in the world)."""
+    from cff_lib.world import world_spec
+
+    ci = load_profile("ci")
+    other = RunSpec(ci, {}, seed=ci.train.seed + 1, code_version="abc").resolved
+    assert other.train.seed == ci.train.seed + 1
+    assert world_spec(other) == world_spec(ci)
+    assert RunSpec(ci, {}, code_version="abc").resolved.fingerprint() == ci.fingerprint()
+
+
+def test_world_seed_must_be_a_non_negative_int():
+    from cff_lib.config import ProfileError
+    from cff_lib.overlays import apply_overlay
+
+    with pytest.raises((ProfileError, ValueError), match="world_seed"):
+        apply_overlay(load_profile("ci"), {"data": {"world_seed": -1}}, label="bad")
