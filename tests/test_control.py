@@ -123,7 +123,8 @@ def test_the_shipped_toy_model_moves_the_referees_toward_its_targets():
     """Referee-measured control on a few held-out toy faces (``make test-slow``): the edit must read closer to
     its target age and more like its target emotion than the reconstruction does, by the independent
     referees. A floor, not the issue's targets: it catches a model whose edits stopped moving the referees
-    (the shipped model's 200-face table: age error 22.1 y vs 26.7 y, P(target) 0.134 vs 0.065)."""
+    or stopped keeping the face (the shipped conditional prior's 200-face table, 2026-12-07: age error 12.2 y
+    vs 27.6 y, P(target emotion) 0.86 vs 0.07, identity cosine 0.85 vs 0.997)."""
     from cff_lib.model import load_trained_model
     from cff_lib.referees import load_referees
 
@@ -133,5 +134,6 @@ def test_the_shipped_toy_model_moves_the_referees_toward_its_targets():
     model = load_trained_model(toy)
     per_face = control.measure_control(model, toy, referees=load_referees(toy), n=16, progress=False)
     t = control.control_table(per_face).set_index("variant")
-    assert t.loc["edited", "age_mae"] < t.loc["reconstruction", "age_mae"] - 2.0, t
-    assert t.loc["edited", "target_emotion_prob"] > t.loc["reconstruction", "target_emotion_prob"], t
+    assert t.loc["edited", "age_mae"] < t.loc["reconstruction", "age_mae"] - 8.0, t
+    assert t.loc["edited", "target_emotion_prob"] > max(0.5, t.loc["reconstruction", "target_emotion_prob"]), t
+    assert t.loc["edited", "identity_similarity"] > 0.7, t
