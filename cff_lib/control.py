@@ -29,6 +29,10 @@ the source's age and another emotion, whose image is closer to the oracle than t
 source beats the source on most faces, docs/errata.md, so an edit has to beat this one); and
 **realism**: ``kid`` (KID ×1000 in the referees' pooled features against fresh renders of held-out identities)
 and ``artefact_ratio`` (0.125-0.25 cycles/pixel band power relative to the sources).
+
+In the synthetic world a fourth row, ``oracle``, reads the oracle targets themselves with the same judges: the
+ceiling a perfect edit reaches (how often the identity referee verifies the same person rendered at another
+age and emotion, how far the age referee reads from a true target age).
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ from cff_lib import ddim
 from cff_lib.composite import CompositeSample
 from cff_lib.emotions import EMOTIONS
 
-VARIANTS = ("source", "reconstruction", "edited")
+VARIANTS = ("source", "reconstruction", "edited", "oracle")  # "oracle": the synthetic world's targets (ceiling)
 METRICS = ("age_mae", "emotion_accuracy", "target_emotion_prob", "identity_similarity", "same_identity",
            "fooling_gap_age_y", "fooling_gap_emotion_pts", "closer_than_source", "closer_than_reconstruction", "kid",
            "artefact_ratio")
@@ -117,6 +121,8 @@ def measure_control(model, profile, samples: Sequence[CompositeSample] | None = 
             targets = oracle.oracle_targets(profile, batch_rows) if with_oracle else None
             src_oracle = ((images.cpu().double() - targets.double()).pow(2).mean(dim=(1, 2, 3)).numpy()
                           if with_oracle else None)
+            if with_oracle:  # the ceiling: the judges read the ground truth itself
+                outputs["oracle"] = targets.to(images)
             for variant, x in outputs.items():
                 x = x.clamp(-1, 1)
                 g = _guide_readings(model, x, ref_id)
@@ -221,7 +227,7 @@ def control_bar_chart(table, reference: str = "fresh renders"):
     guide = {"age_mae": "age_mae_guide", "emotion_accuracy": "emotion_accuracy_guide"}
     metrics = [m for m in titles if m in table.columns and table[m].notna().any()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.0), squeeze=False)
-    colors = {"source": "0.6", "reconstruction": "C1", "edited": "C0"}
+    colors = {"source": "0.6", "reconstruction": "C1", "edited": "C0", "oracle": "C2"}
     x = np.arange(len(table))
     for ax, metric in zip(axes[0], metrics, strict=True):
         vals = table[metric].to_numpy(dtype=float)

@@ -101,7 +101,9 @@ def test_untrained_model_edit_reads_exactly_as_the_reconstruction(tmp_path):
     model = build_model(p, tmp_path, allow_untrained=True, unet_config=tiny_unet_config(32))
     rows = control.control_rows(read_composite(manifest_dir(p) / COMPOSITE_NAME).split("val"), 3)
     df = control.measure_control(model, p, rows, referees=random_referees(32), progress=False)
-    assert len(df) == 3 * len(rows) and set(df["variant"]) == set(control.VARIANTS)
+    assert len(df) == 4 * len(rows) and set(df["variant"]) == set(control.VARIANTS)
+    truth = df[df["variant"] == "oracle"]  # the ceiling row reads the oracle targets: at distance 0 from them
+    assert (truth["oracle_mse"] == 0).all() and (truth["source_oracle_mse"] > 0).all()
     recon = df[df["variant"] == "reconstruction"].reset_index(drop=True)
     edited = df[df["variant"] == "edited"].reset_index(drop=True)
     for col in ("age_est", "emotion_est", "target_emotion_prob", "identity_similarity", "age_guide",
