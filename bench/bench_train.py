@@ -18,7 +18,8 @@ faces with target ages, emotions, captions and, for a fifth of the rows, a voice
 RAVDESS + VoxCeleb share). Each configuration runs in a fresh subprocess (accelerate's state is per process,
 and a fresh process gives a clean memory peak): ``--warmup`` steps, then the median of ``--repeats`` timed
 steps. A profile whose ``train.objective`` is ``conditional_prior`` (toy, ci) times that step instead (one
-UNet pass on random stand-in oracle targets; ``objective`` in the output says which). Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU; on a CPU the rise of
+UNet pass on random stand-in oracle targets; ``objective`` in the output says which). Peak memory:
+``torch.cuda.max_memory_allocated`` on a GPU; on a CPU the rise of
 ``ru_maxrss`` over the warm-up (an upper bound only, reported for completeness).
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_train.py --profile ci --repeats 2    # CPU smoke run

@@ -222,9 +222,10 @@ def load_baseline(model, profile, weights_dir=None) -> tuple[TextOnlyBaseline, d
         raise FileNotFoundError(f"no trained baseline at {_path(profile, weights_dir)} yet")
     loaded = load_verified(_path(profile, weights_dir), kind=BASELINE_KIND)
     rec = loaded.record
-    if rec.fingerprint != profile.fingerprint():
+    if rec.fingerprint != profile.training_fingerprint():
         raise ValueError(f"{loaded.path} was trained for profile {rec.profile!r} (fingerprint {rec.fingerprint}), "
-                         f"not {profile.name!r} as it is now (fingerprint {profile.fingerprint()}); retrain it")
+                         f"not {profile.name!r} as it is now (training fingerprint "
+                         f"{profile.training_fingerprint()}); retrain it")
     want = {k: model.backend_digests.get(k) for k in ("unet", "clip", "arcface", "vgg")}
     if rec.config.get("backend_digests") != want:
         raise ValueError(f"{loaded.path} was trained on other backend weights; retrain it")

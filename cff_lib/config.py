@@ -33,11 +33,20 @@ def later_field(default):
     return field(default=default, metadata={"later": True})
 
 
-def _fingerprinted(obj):
-    """``obj`` as plain data for the fingerprint: dataclasses as dicts, minus later fields at their default."""
+def edit_field(default):
+    """A later setting that only shapes how a *trained* model edits (never read while training): it counts in
+    :meth:`Profile.fingerprint` when set, but never in :meth:`Profile.training_fingerprint`, the identity that
+    trained weights are checked against -- so it can be tuned without retraining."""
+    return field(default=default, metadata={"later": True, "edit_only": True})
+
+
+def _fingerprinted(obj, *, training: bool = False):
+    """``obj`` as plain data for the fingerprint: dataclasses as dicts, minus later fields at their default
+    (and, with ``training``, minus every :func:`edit_field`)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: _fingerprinted(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not (f.metadata.get("later") and getattr(obj, f.name) == f.default)}
+        return {f.name: _fingerprinted(getattr(obj, f.name), training=training) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("later") and getattr(obj, f.name) == f.default)
+                and not (training and f.metadata.get("edit_only"))}
     return obj
 
 
@@ -107,6 +116,13 @@ class DdimConfig:
     n_train_steps: int  # DDIM steps (inversion and reverse) of one training sample, full backprop (paper: silent)
     spacing: str  # timestep sequence: "diffusionclip" (int(linspace(0,1,n)*t0)) or "leading" (diffusers)
     guidance_scale: float = later_field(1.0)  # not in the paper: classifier-free guidance w (1: none; errata)
+    edit_t0: int | None = edit_field(None)  # start level of the trained model's edits (None: t0, training's)
+    preserve_threshold: float | None = edit_field(None)  # not in the paper: keep the source where the edit does
+    #   not change it by more than this (pixel units in [-1, 1]; None: the plain edit; ddim.py, errata)
+
+    def edit_start(self) -> int:
+        """The level a trained model's edits start from: ``edit_t0``, else ``t0``."""
+        return self.t0 if self.edit_t0 is None else int(self.edit_t0)
 
 
 @dataclass(frozen=True)
@@ -166,6 +182,12 @@ class Profile:
         """Short sha256 of the resolved profile: two runs with the same fingerprint made the same choices.
         Settings added later (:func:`later_field`) count only when set away from their default."""
         blob = json.dumps(self.settings(), sort_keys=True, default=list).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def training_fingerprint(self) -> str:
+        """:meth:`fingerprint` without the :func:`edit_field` settings: what trained weights are checked
+        against (equal to :meth:`fingerprint` while those are at their defaults)."""
+        blob = json.dumps(_fingerprinted(self, training=True), sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -281,6 +303,10 @@ def _validate(p: Profile, where: str) -> None:
         (p.data.n_ravdess_actors <= 24, "data.n_ravdess_actors must be at most 24 (RAVDESS has 24 actors)"),
         (len(p.eval.seeds) >= 1, "eval.seeds must list at least one seed"),
         (p.ddim.guidance_scale >= 0, "ddim.guidance_scale must be >= 0"),
+        (p.ddim.edit_t0 is None or max(p.ddim.n_inv_steps, p.ddim.n_gen_steps) <= p.ddim.edit_t0 <= 999,
+         "ddim.edit_t0 must be null or lie in [max(n_inv_steps, n_gen_steps), 999]"),
+        (p.ddim.preserve_threshold is None or p.ddim.preserve_threshold > 0,
+         "ddim.preserve_threshold must be null or > 0"),
         (p.train.objective in TRAIN_OBJECTIVES, f"train.objective must be {'|'.join(TRAIN_OBJECTIVES)}"),
         (p.train.objective != "conditional_prior" or p.data.world == "synthetic",
          "train.objective 'conditional_prior' trains on oracle targets, which only the synthetic world has "

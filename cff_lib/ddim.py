@@ -41,6 +41,14 @@ f_θ = −v. A model without a carried config (every paper-world UNet, every fil
 ``toy_v2`` recipe) runs exactly as before: linear β, ε. ``clip_x0`` (off by default: Eq. 30 does not
 clip) clamps f_θ to [-1, 1] at every step and re-derives ε from it.
 
+The preserving edit (not in the paper; ``EditConfig.preserve_threshold``, docs/errata.md "The preserving
+edit"), DiffEdit's idea (Couairon et al., 2022) on the invert-then-regenerate edit: run the reverse chain
+from x_t0 with c = None (the reconstruction, every level kept) and with c (the plain edit); the edit mask m
+(B, 1, H, W) is where the two results differ by more than the threshold (``edit_mask``); then run the
+conditioned chain again, putting the reconstruction's level back outside m after every move,
+x_τ ← m x_τ + (1 − m) x_τ^rec. m = 0 gives the reconstruction, m = 1 the plain edit. The mask comes from the
+model's own two chains (no judge reads anything); it costs one more reverse chain per condition.
+
 Gradients. ``sample``/``invert``/``generate``/``edit`` run under the caller's autograd mode: with
 parameters that require grad, gradients flow through every step ("full" mode, memory grows with the
 number of steps; wrap inference in ``torch.inference_mode()``). ``sample_with_stepwise_grad`` is
@@ -51,7 +59,7 @@ chain continues from the detached x_{t−1}.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
@@ -74,18 +82,26 @@ class EditConfig:
     n_inv_steps: int = 40  # UNet calls of the inversion, Eq. (9) (DiffusionCLIP's n_inv_step)
     n_gen_steps: int = 40  # UNet calls of the reverse process, Eq. (30) (DiffusionCLIP's n_test_step)
     spacing: str = DEFAULT_SPACING  # step grid, see ``ddim_timesteps``
+    preserve_threshold: float | None = None  # the preserving edit's mask threshold (module docstring); None: off
 
     def __post_init__(self):
         ddim_timesteps(self.t0, self.n_inv_steps, self.spacing)
         ddim_timesteps(self.t0, self.n_gen_steps, self.spacing)
+        if self.preserve_threshold is not None and not self.preserve_threshold > 0:
+            raise ValueError(f"preserve_threshold={self.preserve_threshold!r} must be None or > 0")
 
     @classmethod
     def from_profile(cls, profile, *, t0: int | None = None, train_steps: int | None = None) -> EditConfig:
-        """The edit a profile's ``ddim`` section describes. ``train_steps``: a training sample's short chain
-        (inversion and reverse both take that many steps); ``t0`` replaces the profile's."""
+        """The edit a profile's ``ddim`` section describes: a trained model's edit starts at ``edit_start()``
+        and preserves with ``preserve_threshold``. ``train_steps``: a training sample's short chain (inversion
+        and reverse both take that many steps, from the training ``t0``, never preserving); ``t0`` replaces
+        the profile's."""
         d = profile.ddim
-        return cls(t0=int(t0 or d.t0), n_inv_steps=int(train_steps or d.n_inv_steps),
-                   n_gen_steps=int(train_steps or d.n_gen_steps), spacing=d.spacing)
+        if train_steps:
+            return cls(t0=int(t0 or d.t0), n_inv_steps=int(train_steps), n_gen_steps=int(train_steps),
+                       spacing=d.spacing)
+        return cls(t0=int(t0 or d.edit_start()), n_inv_steps=int(d.n_inv_steps), n_gen_steps=int(d.n_gen_steps),
+                   spacing=d.spacing, preserve_threshold=d.preserve_threshold)
 
 
 # ----------------------------------------------------------------------------------------------- grid
@@ -282,8 +298,15 @@ def sample(
     spacing: str = DEFAULT_SPACING,
     schedule: Any = None,
     clip_x0: bool = False,
+    keep: Sequence[torch.Tensor] | None = None,
+    mask: torch.Tensor | None = None,
+    levels_out: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Conditioned reverse DDIM, Eq. (30), from x_t (B, C, H, W) at level t0 down to x0 (B, C, H, W).
+
+    The preserving edit (module docstring): with ``mask`` m (B, 1, H, W) and ``keep`` (the n + 1 levels of
+    another chain from the same x_t), each level outside m is ``keep``'s. ``levels_out``: a list that receives
+    every level of this chain (x_t first, x0 last).
 
     ``schedule``: ᾱ_t; None: the model's own (``noise_scheduler_config``), else the paper's. The network's
     output is read as ε or v according to ``prediction_type_of(model)``. ``clip_x0`` (default off: Eq. 30 does
@@ -295,13 +318,35 @@ def sample(
     levels = _levels(t0, n_steps, spacing, _resolve_schedule(model, schedule))
     prediction = prediction_type_of(model)
     _check_start(levels, prediction)
+    if (keep is None) != (mask is None) or (keep is not None and len(keep) != len(levels)):
+        raise ValueError(f"keep and mask go together, keep holding the chain's {len(levels)} levels")
     x = x_t
-    for src, dst in zip(levels[:-1], levels[1:], strict=True):  # τ_0 = t0 → τ_1 → … → τ_{n−1} → clean
+    if levels_out is not None:
+        levels_out.append(x)
+    for k, (src, dst) in enumerate(zip(levels[:-1], levels[1:], strict=True)):  # τ_0 → τ_1 → … → clean
         out = _eps(model, x, src.t, c)  # 1. ε_θ(x_t, t, c) (or v_θ)
         # 2. f_θ(x_t, t, c) (Eq. 30; clamped to [-1, 1] if clip_x0, ε re-derived), then
         # 3. x_{t−1} = √ᾱ_{t−1} f_θ(x_t, t, c) + √(1−ᾱ_{t−1}) ε_θ (Eq. 30)
         x, _ = _ddim_move(x, out, src, dst, prediction, clip_x0)
+        if mask is not None:  # 4. the preserving edit: the other chain's level outside the mask
+            x = mask * x + (1 - mask) * keep[k + 1]
+        if levels_out is not None:
+            levels_out.append(x)
     return x
+
+
+def edit_mask(edited: torch.Tensor, reconstruction: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The preserving edit's mask m (B, 1, H, W) in [0, 1] from two (B, C, H, W) images in [-1, 1]: the
+    channel-mean absolute difference, 3x3-smoothed, rising linearly from ``threshold`` to 2 x ``threshold``,
+    dilated by one pixel so the boundary blends."""
+    import torch.nn.functional as F
+
+    if not threshold > 0:
+        raise ValueError(f"threshold={threshold!r} must be > 0 (pixel units in [-1, 1])")
+    d = (edited.clamp(-1, 1) - reconstruction.clamp(-1, 1)).abs().mean(dim=1, keepdim=True)  # (B, 1, H, W)
+    d = F.avg_pool2d(d, 3, stride=1, padding=1, count_include_pad=False)
+    m = ((d - threshold) / threshold).clamp(0.0, 1.0)
+    return F.max_pool2d(m, 3, stride=1, padding=1)
 
 
 def sample_with_stepwise_grad(
@@ -435,7 +480,8 @@ def edit_variants(model: nn.Module, x_ref: torch.Tensor, conditions: Mapping[str
     """The zero-shot edit of ``x_ref`` (B, C, H, W) under several conditions at once: one inversion to
     ``cfg.t0`` (Eq. 9, c = None, never differentiated: it does not depend on c), then one reverse chain per
     entry of ``conditions`` ({name: c (B, cond_dim) or None}; Eq. 30), all from that x_t0. The reverse chains
-    keep their graph when gradients are enabled (training). Returns {name: x0 (B, C, H, W)}, unclamped.
+    keep their graph when gradients are enabled (training) unless ``cfg.preserve_threshold`` asks for the
+    preserving edit (module docstring; run without gradients). Returns {name: x0 (B, C, H, W)}, unclamped.
     What control, evaluation, the baseline and training all run; ``edit`` is the one-condition case.
 
     ``samplers``: {name: the network of that entry's reverse chain} where it is not ``model`` -- the same
@@ -450,6 +496,21 @@ def edit_variants(model: nn.Module, x_ref: torch.Tensor, conditions: Mapping[str
     _check_chains_meet(_resolve_schedule(model, None), cfg.t0, cfg.n_inv_steps, cfg.n_gen_steps, cfg.spacing)
     with torch.no_grad():
         x_t0 = invert(model, x_ref, None, cfg.t0, cfg.n_inv_steps, spacing=cfg.spacing)  # 1. Eq. (9)
-    return {name: sample(samplers.get(name, model), x_t0, c, cfg.t0, cfg.n_gen_steps,  # 2. Eq. (30) per c
-                         spacing=cfg.spacing)
-            for name, c in conditions.items()}
+    if cfg.preserve_threshold is None:
+        return {name: sample(samplers.get(name, model), x_t0, c, cfg.t0, cfg.n_gen_steps,  # 2. Eq. (30) per c
+                             spacing=cfg.spacing)
+                for name, c in conditions.items()}
+    rec: list[torch.Tensor] = []  # the preserving edit (module docstring), never differentiated
+    with torch.no_grad():
+        sample(model, x_t0, None, cfg.t0, cfg.n_gen_steps, spacing=cfg.spacing, levels_out=rec)  # 2. c = None
+        out = {}
+        for name, c in conditions.items():
+            if c is None:
+                out[name] = rec[-1]
+                continue
+            net = samplers.get(name, model)
+            plain = sample(net, x_t0, c, cfg.t0, cfg.n_gen_steps, spacing=cfg.spacing)  # 2. the plain edit
+            m = edit_mask(plain, rec[-1], cfg.preserve_threshold)  # 3. (B, 1, H, W)
+            out[name] = sample(net, x_t0, c, cfg.t0, cfg.n_gen_steps, spacing=cfg.spacing,  # 4.
+                               keep=rec, mask=m)
+    return out

@@ -411,7 +411,7 @@ class Editor:
         return self.profile.ddim.spacing
 
     def default_schedule(self) -> tuple[int, int]:
-        return int(self.profile.ddim.t0), int(self.profile.ddim.n_gen_steps)
+        return int(self.profile.ddim.edit_start()), int(self.profile.ddim.n_gen_steps)
 
     def read_face(self, path) -> Face:
         return read_face(path, self.size)
@@ -458,36 +458,64 @@ class Editor:
         self._remember(key, entry)
         return entry
 
+    def _chains(self, preserve: float | None) -> int:
+        """Conditioned reverse chains per edit: 1, or 2 for the preserving edit (plain edit, then preserved)."""
+        return 1 if preserve is None else 2
+
+    @torch.no_grad()
+    def _reconstructed(self, entry: dict, t0: int, steps: int, progress, done, total) -> dict:
+        """``entry`` with the reconstruction (3, H, W) and every level of its chain (the preserving edit keeps
+        them outside its mask, ``cff_lib.ddim``), computed once per face and schedule."""
+        from cff_lib import ddim
+
+        if "levels" not in entry:
+            levels: list[torch.Tensor] = []
+            with _counting_unet_calls(self.model.unet, total, "reconstructing", progress, done):
+                ddim.sample(self.model.unet, entry["x_t0"], None, t0, steps, spacing=self.spacing, levels_out=levels)
+            entry["levels"], entry["reconstruction"] = levels, levels[-1].clamp(-1, 1)[0].cpu()
+        return entry
+
+    def _edited(self, entry: dict, c: torch.Tensor | None, t0: int, steps: int, preserve: float | None):
+        """The reverse chain(s) from the cached x_t0 under c (N, D): the plain edit, or the preserving edit
+        (``ddim.edit_mask`` of the plain edit against the reconstruction, then the chain with its levels kept
+        outside the mask). (N, 3, H, W), unclamped."""
+        from cff_lib import ddim
+
+        n = 1 if c is None else c.shape[0]
+        x_t0 = entry["x_t0"].expand(n, -1, -1, -1)
+        x = ddim.sample(self.model.unet, x_t0, c, t0, steps, spacing=self.spacing)
+        if preserve is None:
+            return x
+        keep = [lv.expand(n, -1, -1, -1) for lv in entry["levels"]]
+        mask = ddim.edit_mask(x, keep[-1], preserve)  # (N, 1, H, W)
+        return ddim.sample(self.model.unet, x_t0, c, t0, steps, spacing=self.spacing, keep=keep, mask=mask)
+
     @torch.no_grad()
     def edit(self, image: torch.Tensor, target: Target, t0: int, steps: int, *, reconstruction: bool = False,
              progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
         """Edit one face (3, H, W) toward ``target``: {"edit": (3, H, W)} and, if asked, {"reconstruction"}.
 
-        Equal to ``model.edit(image[None], conditions_for(target, 1), t0, steps)`` (the inversion, and the
-        reconstruction, are reused for a face seen with the same t0 and steps).
+        Equal to ``model.edit(image[None], conditions_for(target, 1), t0, steps, preserve_threshold=...)`` with
+        the profile's ``ddim.preserve_threshold``. The inversion and the reconstruction (with its levels) are
+        reused for a face seen with the same t0 and steps; the preserving edit runs two conditioned chains.
         """
-        from cff_lib import ddim
         from cff_lib.encoder_base import check_images
 
         t0, steps = check_schedule(t0, steps)
         check_images(image[None], argument="image", size=self.size)
         cached = self._cache.get(self._key(image, t0, steps))
-        need_recon = reconstruction and not (cached and "reconstruction" in cached)
-        total = (0 if cached else steps) + steps + (steps if need_recon else 0)
+        preserve = None if target.empty else self.profile.ddim.preserve_threshold
+        need_recon = (reconstruction or preserve is not None) and not (cached and "levels" in cached)
+        total = (0 if cached else steps) + steps * self._chains(preserve) + (steps if need_recon else 0)
         done = [0]
-        model = self.model
-        model.eval()
+        self.model.eval()
         entry = self._inverted(image, t0, steps, progress, done, total)
-        x_t0 = entry["x_t0"]
-        out = {}
-        with _counting_unet_calls(model.unet, total, "editing", progress, done):
+        if reconstruction or preserve is not None:
+            self._reconstructed(entry, t0, steps, progress, done, total)
+        with _counting_unet_calls(self.model.unet, total, "editing", progress, done):
             c = None if target.empty else self.condition([target], image[None])
-            out["edit"] = ddim.sample(model.unet, x_t0, c, t0, steps, spacing=self.spacing).clamp(-1, 1)[0].cpu()
+            out = {"edit": self._edited(entry, c, t0, steps, preserve).clamp(-1, 1)[0].cpu()}
         if reconstruction:
-            if need_recon:
-                with _counting_unet_calls(model.unet, total, "reconstructing", progress, done):
-                    entry["reconstruction"] = ddim.sample(model.unet, x_t0, None, t0, steps,
-                                                          spacing=self.spacing).clamp(-1, 1)[0].cpu()
             out["reconstruction"] = entry["reconstruction"]
         return out
 
@@ -495,20 +523,15 @@ class Editor:
     def reconstruct(self, image: torch.Tensor, t0: int, steps: int, *,
                     progress: ProgressFn | None = None) -> torch.Tensor:
         """The unconditioned reconstruction (3, H, W) of ``image`` (invert, sample with c = None); cached with
-        the inversion, so a later :meth:`edit` of the face runs only the conditioned chain."""
-        from cff_lib import ddim
-
+        the inversion and its levels, so a later :meth:`edit` of the face runs only the conditioned chain(s)."""
         t0, steps = check_schedule(t0, steps)
         cached = self._cache.get(self._key(image, t0, steps))
-        if cached and "reconstruction" in cached:
+        if cached and "levels" in cached:
             return cached["reconstruction"]
         total, done = (0 if cached else steps) + steps, [0]
         self.model.eval()
         entry = self._inverted(image, t0, steps, progress, done, total)
-        with _counting_unet_calls(self.model.unet, total, "reconstructing", progress, done):
-            entry["reconstruction"] = ddim.sample(self.model.unet, entry["x_t0"], None, t0, steps,
-                                                  spacing=self.spacing).clamp(-1, 1)[0].cpu()
-        return entry["reconstruction"]
+        return self._reconstructed(entry, t0, steps, progress, done, total)["reconstruction"]
 
     def is_prepared(self, image: torch.Tensor, t0: int, steps: int) -> bool:
         """Whether ``image``'s inversion for (t0, steps) is cached."""
@@ -517,22 +540,25 @@ class Editor:
     @torch.no_grad()
     def edit_many(self, image: torch.Tensor, targets: Sequence[Target], t0: int, steps: int, *,
                   progress: ProgressFn | None = None) -> torch.Tensor:
-        """One face edited toward each target (e.g. an age strip) in one batch: (N, 3, H, W)."""
-        from cff_lib import ddim
-
+        """One face edited toward each target (e.g. an age strip) in one batch: (N, 3, H, W), preserving
+        as :meth:`edit` does."""
         if len(targets) == 0:
             raise InputError("no targets to edit toward")
         t0, steps = check_schedule(t0, steps)
         if any(t.empty for t in targets):
             raise InputError("every target of a series needs at least one condition")
-        cached = self._key(image, t0, steps) in self._cache
-        total, done = (0 if cached else steps) + steps, [0]
-        x_t0 = self._inverted(image, t0, steps, progress, done, total)["x_t0"]
-        n = len(targets)
+        cached = self._cache.get(self._key(image, t0, steps))
+        preserve = self.profile.ddim.preserve_threshold
+        need_recon = preserve is not None and not (cached and "levels" in cached)
+        total, done = (0 if cached else steps) + steps * self._chains(preserve) + (steps if need_recon else 0), [0]
         self.model.eval()
+        entry = self._inverted(image, t0, steps, progress, done, total)
+        if preserve is not None:
+            self._reconstructed(entry, t0, steps, progress, done, total)
+        n = len(targets)
         with _counting_unet_calls(self.model.unet, total, "editing", progress, done):
             c = self.condition(targets, image[None].expand(n, -1, -1, -1))
-            out = ddim.sample(self.model.unet, x_t0.expand(n, -1, -1, -1), c, t0, steps, spacing=self.spacing)
+            out = self._edited(entry, c, t0, steps, preserve)
         return out.clamp(-1, 1).cpu()
 
     @torch.no_grad()
@@ -680,7 +706,8 @@ def run_edit(face: str | os.PathLike, out: str | os.PathLike, *, text=None, age=
     upscale = _check_upscale(upscale)
     target = make_target(text, age, emotion, intensity, gender)  # cheap checks first: no model loaded yet
     p = editor.profile if editor is not None else load_profile(profile)
-    t0, steps = check_schedule(p.ddim.t0 if t0 is None else t0, p.ddim.n_gen_steps if steps is None else steps)
+    t0, steps = check_schedule(p.ddim.edit_start() if t0 is None else t0,
+                               p.ddim.n_gen_steps if steps is None else steps)
     d = p.data
     src = read_face(face, d.image_size)
     echo(src.note)

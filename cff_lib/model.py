@@ -305,13 +305,15 @@ class ClipFaceFusion(nn.Module):
 
         One at a time makes every feature independent of which batch first met its input, so a resumed run
         reads bit-for-bit the features of an uninterrupted one; the cache is not part of the state dict.
+        Always computed in float32, autocast off: a feature first met inside a bf16 training step would
+        otherwise be memoised in bf16 and clash with float32 layers and rows outside autocast.
         """
         cache = self._feature_cache.setdefault(kind, {})
         if key not in cache:
             if len(cache) >= FEATURE_CACHE_SIZE:
                 cache.clear()
-            with torch.no_grad():
-                cache[key] = compute().detach()
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+                cache[key] = compute().detach().float()
         return cache[key]
 
     def _text_features(self, texts: Sequence[str]) -> Tensor:
@@ -504,19 +506,22 @@ class ClipFaceFusion(nn.Module):
 
     @torch.no_grad()
     def edit(self, images: Tensor, conditions: Mapping[str, Any] | None, t0: int, steps: int, *,
-             n_inv_steps: int | None = None, spacing: str = ddim.DEFAULT_SPACING) -> Tensor:
+             n_inv_steps: int | None = None, spacing: str = ddim.DEFAULT_SPACING,
+             preserve_threshold: float | None = None) -> Tensor:
         """Zero-shot edit of ``images`` (B, 3, H, W) in [-1, 1] toward ``conditions`` (I_ref = ``images``).
 
         ``conditions=None`` is the unconditioned reconstruction (invert, then sample with c = None).
         ``steps`` reverse DDIM steps from ``t0``; the inversion uses ``n_inv_steps`` (default ``steps``).
+        ``preserve_threshold``: the preserving edit (``cff_lib.ddim``; None: the plain edit).
         Returns (B, 3, H, W) clamped to [-1, 1].
         """
         was = self.training
         self.eval()
         try:
             c = None if conditions is None else self.condition({**conditions, "reference": images}).c
-            out = ddim.edit(self.unet, images.to(self.device), c, t0, n_inv_steps or steps, steps,
-                            spacing=spacing)
+            cfg = ddim.EditConfig(t0=t0, n_inv_steps=n_inv_steps or steps, n_gen_steps=steps, spacing=spacing,
+                                  preserve_threshold=preserve_threshold)
+            out = ddim.edit_variants(self.unet, images.to(self.device), {"edit": c}, cfg)["edit"]
         finally:
             self.train(was)
         return out.clamp(-1.0, 1.0)

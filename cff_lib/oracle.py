@@ -59,22 +59,40 @@ def world_face(profile, image: str):
 
 def oracle_image(profile, image: str, target_age: float | None, target_emotion: str | None,
                  target_intensity: float | None = None) -> torch.Tensor:
-    """(3, S, S) in [-1, 1]: the person of ``image`` rendered at the target attributes (None keeps the source's)."""
-    from cff_lib.synthetic_faces import FaceAttributes, render_face
+    """(3, S, S) in [-1, 1]: the person of ``image`` rendered at the target attributes (None keeps the source's).
 
-    face = world_face(profile, image)
-    src = face.attrs
+    Renders are memoised (:data:`RENDER_CACHE_SIZE` of them): the conditional prior asks for the same training
+    rows' targets every epoch (measured: 0.046 s of a 0.5 s toy step). The returned tensor is a fresh copy."""
+    from cff_lib.world import world_spec
+
+    world_face(profile, image)  # a clear error for a paper-world profile or an unknown image
     if target_emotion is not None and target_emotion not in EMOTIONS:
         raise ValueError(f"target_emotion={target_emotion!r} is not one of {EMOTIONS}")
+    age = None if target_age is None else float(target_age)
+    intensity = None if target_intensity is None else float(target_intensity)
+    return _render(world_spec(profile), str(image), age, target_emotion, intensity).clone()
+
+
+RENDER_CACHE_SIZE = 40_000
+"""Oracle renders kept in memory (12 KiB each at 32², 0.5 GiB at most; toy training uses ~11,000)."""
+
+
+@functools.lru_cache(maxsize=RENDER_CACHE_SIZE)
+def _render(spec, image: str, target_age: float | None, target_emotion: str | None,
+            target_intensity: float | None) -> torch.Tensor:
+    from cff_lib.synthetic_faces import FaceAttributes, render_face
+
+    face = _world_faces(spec)[image]
+    src = face.attrs
     emotion = src.emotion if target_emotion is None else target_emotion
     if target_emotion is None:
         intensity = src.intensity
     elif emotion == "neutral":
         intensity = NEUTRAL_INTENSITY
     else:
-        intensity = float(target_intensity) if target_intensity is not None else 1.0
-    age = src.age if target_age is None else float(target_age)
-    img = render_face(FaceAttributes(src.identity, age, emotion, intensity), profile.data.image_size,
+        intensity = target_intensity if target_intensity is not None else 1.0
+    age = src.age if target_age is None else target_age
+    img = render_face(FaceAttributes(src.identity, age, emotion, intensity), spec.image_size,
                       variation_seed=face.variation_seed)
     arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1.0
     return torch.from_numpy(arr)

@@ -36,8 +36,8 @@ class OverlayError(ProfileError):
     """An unknown ablation or sweep setting, or an overlay whose keys or values do not fit the profile."""
 
 
-NO_RETRAIN = frozenset({"ddim.n_inv_steps", "ddim.n_gen_steps", "eval.seeds", "eval.n_samples",
-                        "runner.cell_timeout_s", "runner.notebook_budget_s"})
+NO_RETRAIN = frozenset({"ddim.n_inv_steps", "ddim.n_gen_steps", "ddim.edit_t0", "ddim.preserve_threshold",
+                        "eval.seeds", "eval.n_samples", "runner.cell_timeout_s", "runner.notebook_budget_s"})
 """Dotted settings that do not change the trained parameters: changing them needs no retraining."""
 
 PENDING_MODEL_SWITCHES: frozenset[str] = frozenset()

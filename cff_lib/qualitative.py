@@ -140,7 +140,8 @@ def edit_series(model, profile, image: torch.Tensor, conditions: Sequence[Mappin
                                                          "target_emotion", "intensity", "audio")}
     images = image[None].expand(len(conditions), -1, -1, -1).contiguous()
     d = profile.ddim
-    return model.edit(images, batch, d.t0, d.n_gen_steps, n_inv_steps=d.n_inv_steps, spacing=d.spacing)
+    return model.edit(images, batch, d.edit_start(), d.n_gen_steps, n_inv_steps=d.n_inv_steps, spacing=d.spacing,
+                      preserve_threshold=d.preserve_threshold)
 
 
 def age_progression(model, profile, image, gender: str | None, ages: Sequence[float] = AGE_STRIP) -> torch.Tensor:
@@ -207,7 +208,8 @@ def historical_reconstruction(model, profile, rows) -> dict[str, torch.Tensor]:
 
     images, conds = load_rows(profile, rows)
     d = profile.ddim
-    edited = model.edit(images, conds, d.t0, d.n_gen_steps, n_inv_steps=d.n_inv_steps, spacing=d.spacing)
+    edited = model.edit(images, conds, d.edit_start(), d.n_gen_steps, n_inv_steps=d.n_inv_steps,
+                        spacing=d.spacing, preserve_threshold=d.preserve_threshold)
     truth = torch.stack([torch.from_numpy(load_image(data_root(profile) / r.target_image, profile.data.image_size))
                          for r in rows])
     return {"source": images, "edited": edited, "ground truth": truth}

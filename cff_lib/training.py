@@ -357,7 +357,7 @@ def train(profile, out_dir: str | os.PathLike, *, max_steps: int | None = None, 
         tqdm.write(f"not resuming from {ckpt}: {stale}; starting afresh (old checkpoints moved to {aside})")
         ckpt = None
     if ckpt is not None:
-        state = load_checkpoint(ckpt, core, optimizer, scheduler, fingerprint=profile.fingerprint())
+        state = load_checkpoint(ckpt, core, optimizer, scheduler, fingerprint=profile.training_fingerprint())
         step, history, resumed_from = state["step"], state["history"], state["step"]
         wall_before = state["train_wall_s"]
     elif not resume and (out_dir / CHECKPOINT_DIR).is_dir() and accelerator.is_main_process:
@@ -371,7 +371,7 @@ def train(profile, out_dir: str | os.PathLike, *, max_steps: int | None = None, 
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             save_checkpoint(path, core, optimizer, scheduler, step=step, total_steps=total,
-                            fingerprint=profile.fingerprint(), history=history,
+                            fingerprint=profile.training_fingerprint(), history=history,
                             train_wall_s=wall_before + time.perf_counter() - start_time)
             atomic_write_text(out_dir / HISTORY_FILE, json.dumps(history) + "\n")
             _prune(out_dir, options.keep_checkpoints)
@@ -420,7 +420,7 @@ def train(profile, out_dir: str | os.PathLike, *, max_steps: int | None = None, 
     model_file = out_dir / MODEL_FILE
     if accelerator.is_main_process:
         core.save_trained(model_file, extra={"step": step, "total_steps": total,
-                                             "profile_fingerprint": profile.fingerprint()})
+                                             "profile_fingerprint": profile.training_fingerprint()})
     accelerator.wait_for_everyone()
     return TrainResult(steps=step, total_steps=total, epochs=step / steps_per_epoch,
                        history=tuple(history), checkpoint=last_good, model_file=str(model_file),
@@ -432,7 +432,7 @@ def train(profile, out_dir: str | os.PathLike, *, max_steps: int | None = None, 
 def _incompatibility(ckpt: Path, model: ClipFaceFusion, profile, total: int) -> str | None:
     """Why ``ckpt`` cannot be resumed by this run (None if it can); a corrupt file raises."""
     _, meta = read_checkpoint(ckpt)
-    if meta.get("profile_fingerprint") != profile.fingerprint():
+    if meta.get("profile_fingerprint") != profile.training_fingerprint():
         return "it was written with another profile"
     if meta.get("trainable") != model.trainable or json.loads(meta.get("signature", "{}")) != model.signature():
         return "it holds another architecture or trainable set"
@@ -484,7 +484,7 @@ def export_model(result: TrainResult, weights_dir: str | os.PathLike, profile, *
         sha256=sha256_file(dst), size_bytes=dst.stat().st_size,
         command=command or (f"python -m cff_lib.training --profile {profile.name} --export"
                             + (f" --max-steps {result.total_steps}" if result.total_steps else "")),
-        profile=profile.name, fingerprint=profile.fingerprint(), commit=git_commit(),
+        profile=profile.name, fingerprint=profile.training_fingerprint(), commit=git_commit(),
         date=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         config={"trainable": meta.get("trainable"), "steps": result.steps, "total_steps": result.total_steps,
                 "train_ddim_steps": train_ddim_steps(profile, TrainOptions()),
@@ -507,9 +507,9 @@ def verify_model_file(profile, weights_dir: str | os.PathLike | None = None) -> 
                                 f"(or python -m cff_lib.training --profile {profile.name} --export)")
     verified_path(path)
     record = read_record(path)
-    if record.fingerprint != profile.fingerprint():
+    if record.fingerprint != profile.training_fingerprint():
         raise ValueError(f"{path} was trained with profile {record.profile!r} ({record.fingerprint}), "
-                         f"not {profile.name!r} ({profile.fingerprint()})")
+                         f"not {profile.name!r} ({profile.training_fingerprint()})")
     return {"step": record.config.get("steps"), "sha256": record.sha256, "record": record,
             "history": record.config.get("history", []), "sample_grids": record.config.get("sample_grids", [])}
 

@@ -61,7 +61,7 @@ class WeightRecord:
     size_bytes: int  # size of the safetensors file
     command: str  # shell command that regenerates the file
     profile: str  # profile name used for training
-    fingerprint: str  # Profile.fingerprint() of that profile
+    fingerprint: str  # Profile.training_fingerprint() of that profile (= fingerprint() before edit settings)
     commit: str  # git commit of the code that trained it ("+dirty" if modified)
     date: str  # UTC date and time of writing, ISO 8601
     config: dict  # training / architecture configuration (JSON-able)
@@ -187,7 +187,7 @@ def save_weights(module_or_tensors: nn.Module | Mapping[str, torch.Tensor], path
     record = WeightRecord(
         name=st_path.name[: -len(SUFFIX)], file=st_path.name, kind=meta.get("cff_kind", TENSORS_KIND),
         sha256=sha256_file(st_path), size_bytes=st_path.stat().st_size, command=command.strip(),
-        profile=profile.name, fingerprint=profile.fingerprint(), commit=git_commit(),
+        profile=profile.name, fingerprint=profile.training_fingerprint(), commit=git_commit(),
         date=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         config=record_config, metrics={str(k): float(v) for k, v in dict(metrics).items()},
     )

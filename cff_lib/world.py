@@ -43,7 +43,8 @@ def world_spec(profile):
 
     d = profile.data
     return WorldSpec(
-        seed=profile.train.seed if d.world_seed is None else d.world_seed, image_size=d.image_size, n_ffhq=d.n_ffhq, n_cacd_identities=d.n_cacd_identities,
+        seed=profile.train.seed if d.world_seed is None else d.world_seed, image_size=d.image_size,
+        n_ffhq=d.n_ffhq, n_cacd_identities=d.n_cacd_identities,
         cacd_images_per_identity=d.cacd_images_per_identity, n_ravdess_actors=d.n_ravdess_actors,
         n_vox_speakers=d.n_vox_speakers, vox_videos_per_speaker=d.vox_videos_per_speaker,
         vox_utterances_per_video=d.vox_utterances_per_video, voice_seconds=d.voice_seconds,

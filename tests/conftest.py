@@ -7,8 +7,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 def small_profile(**train):
     """The ci profile cut to a few DDIM steps at t0 20 and batch 4 (tests on tiny random models), on the paper's
-    objective (L_Total through the chain, unguided) whatever toy and ci train; ``train`` replaces fields of its
-    train section (``objective="conditional_prior"`` for toy's)."""
+    objective (L_Total through the chain, unguided) and its plain edit (no preserving edit) whatever toy and ci
+    train; ``train`` replaces fields of its train section (``objective="conditional_prior"`` for toy's)."""
     import dataclasses
 
     from cff_lib.config import load_profile
@@ -16,7 +16,8 @@ def small_profile(**train):
     p = load_profile("ci")
     train = {"objective": "edit_chain", "changed_weight": 0.0, "expression_weight": 0.0, **train}
     return dataclasses.replace(
-        p, ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2, guidance_scale=1.0),
+        p, ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2, guidance_scale=1.0,
+                                    edit_t0=None, preserve_threshold=None),
         train=dataclasses.replace(p.train, batch_size=4, **train))
 
 

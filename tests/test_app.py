@@ -105,7 +105,8 @@ def test_prepare_then_edit_runs_only_the_conditioned_chain(editor, face):
     assert src.size == rec.size
     calls = []
     state.edit(str(face), "", False, 0, "angry", 1.0, None, 120, 3, progress=lambda d, t, s: calls.append(t))
-    assert calls and set(calls) == {3}
+    chains = 1 if editor.profile.ddim.preserve_threshold is None else 2  # the preserving edit: plain, preserved
+    assert calls and set(calls) == {3 * chains} and len(calls) == 3 * chains
 
 
 def test_notebook_editor_sliders_re_edit(editor, face):

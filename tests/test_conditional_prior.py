@@ -9,6 +9,7 @@ import copy
 import dataclasses
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import small_profile
@@ -103,6 +104,27 @@ def test_prior_step_trains_the_projection_on_the_targets(prior):
     assert torch.equal(a, model.prior_step(batch)[0]["loss"])
 
 
+def test_prior_step_runs_under_bf16_autocast(prior):
+    """The toy preset can train in bf16 on CPU. The frozen encoders' features first met inside an autocast step
+    are memoised in float32 (before, in bf16: read back outside autocast -- the epoch grids, an edit -- they
+    clashed with float32 layers). Under autocast the loss stays finite and trains the projection."""
+    model = copy.deepcopy(prior)
+    model._feature_cache.clear()  # so this test's features are first computed under autocast
+    torch.manual_seed(3)
+    batch = _batch()
+    batch["audio"] = [torch.randn(8000, generator=torch.Generator().manual_seed(1)) * 0.1, None, None, None]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms, _ = model.prior_step(batch)
+    memo = [v for kind in model._feature_cache.values() for v in kind.values()]
+    assert memo and all(v.dtype == torch.float32 for v in memo)
+    assert torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    assert model.unet.cond_proj.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        c = model.condition(batch).c  # outside autocast, from the bf16 memo
+    assert c.dtype == torch.float32 and torch.isfinite(c).all()
+
+
 def test_prior_step_without_c_leaves_the_projection_untouched(prior):
     model = copy.deepcopy(prior)
     model.p_uncond = 0.999999  # every batch unconditional
@@ -163,6 +185,26 @@ def test_same_expression_targets_keep_the_source_expression():
     assert not torch.equal(full, same)  # the asked expression changes pixels
     with pytest.raises(ValueError, match="rows is empty"):
         oracle.same_expression_targets(p, [])
+
+
+def test_oracle_renders_are_memoised_as_fresh_copies_equal_to_a_direct_render():
+    from cff_lib import oracle
+    from cff_lib.synthetic_faces import FaceAttributes, render_face
+    from cff_lib.synthetic_world import ffhq_sample
+    from cff_lib.world import world_spec
+
+    p = load_profile("ci")
+    face = ffhq_sample(world_spec(p), 1)
+    first = oracle.oracle_image(p, f"ffhq/{face.path}", 70.0, "happy", 0.5)
+    direct = render_face(FaceAttributes(face.attrs.identity, 70.0, "happy", 0.5), p.data.image_size,
+                         variation_seed=face.variation_seed)
+    expected = torch.from_numpy(np.asarray(direct, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1.0)
+    assert torch.equal(first, expected)
+    first.fill_(0.0)  # a caller writing into its copy does not change what the cache hands out next
+    again = oracle.oracle_image(p, f"ffhq/{face.path}", 70.0, "happy", 0.5)
+    assert again.abs().sum() > 0 and not torch.equal(again, first)
+    with pytest.raises(ValueError, match="not a face file"):
+        oracle.oracle_image(p, "ffhq/99999/99999.png", 70.0, "happy")
 
 
 def test_oracle_targets_enter_training_only_for_train_rows():

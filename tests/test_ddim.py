@@ -199,11 +199,63 @@ def test_edit_config_from_a_profile():
     from cff_lib.config import load_profile
 
     toy = load_profile("toy")
-    cfg = ddim.EditConfig.from_profile(toy)
-    assert (cfg.t0, cfg.n_inv_steps, cfg.n_gen_steps, cfg.spacing) == (
-        toy.ddim.t0, toy.ddim.n_inv_steps, toy.ddim.n_gen_steps, toy.ddim.spacing)
+    cfg = ddim.EditConfig.from_profile(toy)  # a trained model's edit: edit_t0 and the preserving edit
+    assert (cfg.t0, cfg.n_inv_steps, cfg.n_gen_steps, cfg.spacing, cfg.preserve_threshold) == (
+        toy.ddim.edit_t0, toy.ddim.n_inv_steps, toy.ddim.n_gen_steps, toy.ddim.spacing, toy.ddim.preserve_threshold)
+    assert toy.ddim.edit_t0 != toy.ddim.t0 and toy.ddim.preserve_threshold is not None
     short = ddim.EditConfig.from_profile(toy, train_steps=toy.ddim.n_train_steps, t0=300)
-    assert (short.t0, short.n_inv_steps, short.n_gen_steps) == (300, 8, 8)
+    assert (short.t0, short.n_inv_steps, short.n_gen_steps, short.preserve_threshold) == (300, 8, 8, None)
+    training = ddim.EditConfig.from_profile(toy, train_steps=toy.ddim.n_train_steps)
+    assert training.t0 == toy.ddim.t0  # a training chain starts at the training level, never edit_t0
+    ci = load_profile("ci")  # edit_t0 null: the edit starts at t0, still preserving (toy's threshold)
+    assert (ddim.EditConfig.from_profile(ci).t0, ddim.EditConfig.from_profile(ci).preserve_threshold) == (
+        ci.ddim.t0, toy.ddim.preserve_threshold)
+    with pytest.raises(ValueError, match="preserve_threshold"):
+        ddim.EditConfig(300, 6, 6, preserve_threshold=0.0)
+
+
+def test_the_preserving_edit_lies_between_the_reconstruction_and_the_plain_edit():
+    model, x0, c = ConditionalUNet(_unet(), COND_DIM), _blob(), _cond()
+    torch.nn.init.normal_(model.cond_proj.weight, std=3.0)
+    plain_cfg = ddim.EditConfig(t0=300, n_inv_steps=6, n_gen_steps=6)
+    with torch.no_grad():
+        plain = ddim.edit_variants(model, x0, {"recon": None, "edit": c}, plain_cfg)
+        diff = (plain["edit"].clamp(-1, 1) - plain["recon"].clamp(-1, 1)).abs().mean(1)  # (B, H, W)
+        assert diff.max() > 0.05  # the condition changes the result
+        # a threshold above every difference: m = 0, the reconstruction; a tiny one: m = 1, the plain edit
+        never = ddim.edit_variants(model, x0, {"recon": None, "edit": c},
+                                   dataclasses.replace(plain_cfg, preserve_threshold=10.0))
+        assert torch.equal(never["edit"], plain["recon"]) and torch.equal(never["recon"], plain["recon"])
+        always = ddim.edit_variants(model, x0, {"edit": c}, dataclasses.replace(plain_cfg, preserve_threshold=1e-9))
+        assert torch.allclose(always["edit"], plain["edit"], atol=1e-6)
+        # in between: pixels the plain edit hardly changed are the reconstruction's, the most changed are edited
+        thr = float(diff.max()) / 4
+        mid = ddim.edit_variants(model, x0, {"edit": c}, dataclasses.replace(plain_cfg, preserve_threshold=thr))
+        m = ddim.edit_mask(plain["edit"], plain["recon"], thr)  # (B, 1, H, W)
+        assert m.shape == (2, 1, 16, 16) and 0 < float(m.mean()) < 1
+        outside = (m[:, 0] == 0)
+        assert torch.allclose(mid["edit"].permute(0, 2, 3, 1)[outside],
+                              plain["recon"].permute(0, 2, 3, 1)[outside], atol=1e-6)
+        assert (mid["edit"] - plain["recon"]).abs().amax() > 0.05
+    # the profile asks for it through EditConfig.from_profile; model.edit takes it as an argument
+    with pytest.raises(ValueError, match="threshold"):
+        ddim.edit_mask(plain["edit"], plain["recon"], 0.0)
+    with pytest.raises(ValueError, match="keep and mask"):
+        ddim.sample(model, ddim.invert(model, x0, None, 300, 6), c, 300, 6, mask=m)
+
+
+def test_edit_settings_leave_the_training_fingerprint_and_are_validated():
+    from cff_lib.config import ProfileError, load_profile, with_changes
+
+    ci = with_changes(load_profile("ci"), {"ddim": {"edit_t0": None, "preserve_threshold": None}})
+    assert ci.training_fingerprint() == ci.fingerprint()  # edit settings at their defaults: one identity
+    moved = with_changes(ci, {"ddim": {"edit_t0": 500, "preserve_threshold": 0.2}})
+    assert moved.fingerprint() != ci.fingerprint()  # a different experiment ...
+    assert moved.training_fingerprint() == ci.training_fingerprint() == load_profile("ci").training_fingerprint()
+    assert with_changes(ci, {"ddim": {"t0": 400}}).training_fingerprint() != ci.training_fingerprint()
+    for bad in ({"edit_t0": 1}, {"edit_t0": 1000}, {"preserve_threshold": -0.1}):
+        with pytest.raises(ProfileError):
+            with_changes(ci, {"ddim": bad})
 
 
 # ----------------------------------------------------------------------------------------------- gradients

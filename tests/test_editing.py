@@ -114,13 +114,23 @@ def test_the_edit_is_exactly_the_models_edit(face, toy_editor):
     image = toy_editor.read_face(face).image
     target = editing.make_target(age=60, emotion="sad", gender="female")
     ours = toy_editor.edit(image, target, 200, 4)["edit"]
-    ref = toy_editor.model.edit(image[None], conditions_for(target, 1), 200, 4, spacing=toy_editor.spacing)[0]
+    keep = toy_editor.profile.ddim.preserve_threshold  # toy edits preserving (cff_lib.ddim)
+    assert keep is not None
+    ref = toy_editor.model.edit(image[None], conditions_for(target, 1), 200, 4, spacing=toy_editor.spacing,
+                                preserve_threshold=keep)[0]
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
-    # the second edit of the face reuses its inversion: only the conditioned chain runs
+    plain = toy_editor.model.edit(image[None], conditions_for(target, 1), 200, 4, spacing=toy_editor.spacing)[0]
+    assert not torch.allclose(ours, plain, atol=1e-3)  # the preserving edit is not the plain one
+    # the second edit of the face reuses its inversion and reconstruction: only the conditioned chains run
     calls = []
     again = toy_editor.edit(image, target, 200, 4, progress=lambda d, t, s: calls.append((d, t, s)))["edit"]
     torch.testing.assert_close(again, ours, rtol=0, atol=0)
-    assert calls[-1][:2] == (4, 4) and {s for *_, s in calls} == {"editing"}
+    assert calls[-1][:2] == (8, 8) and {s for *_, s in calls} == {"editing"}
+    # a series edits each target as edit() does
+    older = editing.make_target(age=80, emotion="happy", gender="female")
+    many = toy_editor.edit_many(image, [target, older], 200, 4)
+    torch.testing.assert_close(many[0], ours, rtol=0, atol=1e-5)
+    torch.testing.assert_close(many[1], toy_editor.edit(image, older, 200, 4)["edit"], rtol=0, atol=1e-5)
 
 
 def test_intensity_blends_between_no_emotion_and_the_full_emotion(face, toy_editor):

@@ -17,8 +17,11 @@ from cff_lib.model import build_model
 
 
 def small_profile():
+    """ci at t0 20, 2 steps, with the plain edit (tiny random models barely move: a preserving edit keeps them
+    at the reconstruction, which would hide whether each method samples through its own network)."""
     p = load_profile("ci")
-    return dataclasses.replace(p, ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2))
+    return dataclasses.replace(p, ddim=dataclasses.replace(p.ddim, t0=20, n_inv_steps=2, n_gen_steps=2,
+                                                           preserve_threshold=None))
 
 
 @pytest.fixture(scope="module")

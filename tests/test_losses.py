@@ -420,7 +420,7 @@ def test_a_profile_setting_added_later_keeps_old_fingerprints_at_its_default():
     from cff_lib.provenance import REPO_ROOT
     from cff_lib.weights import read_record
 
-    assert read_record(REPO_ROOT / "weights/synthetic/clipfacefusion").fingerprint == toy.fingerprint()
+    assert read_record(REPO_ROOT / "weights/synthetic/clipfacefusion").fingerprint == toy.training_fingerprint()
 
 
 def test_loss_weights_from_profiles_and_validation():

@@ -99,14 +99,15 @@ def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(world, runs, t
     from diffusers.optimization import get_scheduler
 
     sched = get_scheduler("linear", opt, num_warmup_steps=0, num_training_steps=STEPS)
-    state = training.load_checkpoint(ckpt, model, opt, sched, fingerprint=profile.fingerprint())
+    state = training.load_checkpoint(ckpt, model, opt, sched, fingerprint=profile.training_fingerprint())
     assert state["step"] == STEPS and len(state["history"]) == STEPS
     again = training.save_checkpoint(tmp_path / "again.safetensors", model, opt, sched, step=STEPS,
-                                     total_steps=STEPS, fingerprint=profile.fingerprint(), history=state["history"])
+                                     total_steps=STEPS, fingerprint=profile.training_fingerprint(),
+                                     history=state["history"])
     a, a_np, a_py = torch.rand(3), np.random.rand(3), random.random()
     model2 = copy.deepcopy(pristine)
     opt2 = torch.optim.AdamW(model2.trainable_parameters(), lr=1e-3)
-    training.load_checkpoint(again, model2, opt2, fingerprint=profile.fingerprint())
+    training.load_checkpoint(again, model2, opt2, fingerprint=profile.training_fingerprint())
     assert torch.equal(torch.rand(3), a) and (np.random.rand(3) == a_np).all() and random.random() == a_py
     for k, v in model.trainable_state_dict().items():
         assert torch.equal(v, model2.trainable_state_dict()[k])

@@ -32,7 +32,7 @@ def test_round_trip(tmp_path, profile):
     st, js = tmp_path / "age_estimator.safetensors", tmp_path / "age_estimator.provenance.json"
     assert st.is_file() and js.is_file()
     assert rec.kind == "AgeEstimator" and rec.size_bytes == st.stat().st_size and rec.profile == "ci"
-    assert rec.fingerprint == profile.fingerprint() and rec.metrics == {"mae": 3.0}
+    assert rec.fingerprint == profile.training_fingerprint() and rec.metrics == {"mae": 3.0}
     assert rec.config["steps"] == 5 and rec.config["architecture"]["widths"] == [4, 4, 8, 8]
     assert read_record(st) == rec and json.loads(js.read_text())["command"] == "make it"
     assert verify_weights(tmp_path, expected=("age_estimator",)) == []
