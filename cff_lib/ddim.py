@@ -349,6 +349,19 @@ def edit_mask(edited: torch.Tensor, reconstruction: torch.Tensor, threshold: flo
     return F.max_pool2d(m, 3, stride=1, padding=1)
 
 
+def preserving_sample(model: nn.Module, x_t: torch.Tensor, c: torch.Tensor, t0: int, n_steps: int,
+                      keep: Sequence[torch.Tensor], threshold: float, *, spacing: str = DEFAULT_SPACING
+                      ) -> torch.Tensor:
+    """The preserving edit's conditioned half (module docstring) from x_t (B, C, H, W) at ``t0``, given ``keep``:
+    the n + 1 levels of the c = None chain from the same x_t (``sample(..., levels_out=keep)``), each (B or 1, C,
+    H, W). The plain edit, its mask against the reconstruction ``keep[-1]``, then the chain again with ``keep``'s
+    levels outside the mask. Returns x0 (B, C, H, W), unclamped."""
+    keep = [lv.expand_as(x_t) for lv in keep]
+    plain = sample(model, x_t, c, t0, n_steps, spacing=spacing)  # 1. the plain edit, Eq. (30)
+    m = edit_mask(plain, keep[-1], threshold)  # 2. (B, 1, H, W)
+    return sample(model, x_t, c, t0, n_steps, spacing=spacing, keep=keep, mask=m)  # 3. the reconstruction outside m
+
+
 def sample_with_stepwise_grad(
     model: nn.Module,
     x_t: torch.Tensor,
@@ -508,9 +521,6 @@ def edit_variants(model: nn.Module, x_ref: torch.Tensor, conditions: Mapping[str
             if c is None:
                 out[name] = rec[-1]
                 continue
-            net = samplers.get(name, model)
-            plain = sample(net, x_t0, c, cfg.t0, cfg.n_gen_steps, spacing=cfg.spacing)  # 2. the plain edit
-            m = edit_mask(plain, rec[-1], cfg.preserve_threshold)  # 3. (B, 1, H, W)
-            out[name] = sample(net, x_t0, c, cfg.t0, cfg.n_gen_steps, spacing=cfg.spacing,  # 4.
-                               keep=rec, mask=m)
+            out[name] = preserving_sample(samplers.get(name, model), x_t0, c, cfg.t0, cfg.n_gen_steps, rec,
+                                          cfg.preserve_threshold, spacing=cfg.spacing)  # 3.-4.
     return out

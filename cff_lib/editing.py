@@ -477,18 +477,15 @@ class Editor:
 
     def _edited(self, entry: dict, c: torch.Tensor | None, t0: int, steps: int, preserve: float | None):
         """The reverse chain(s) from the cached x_t0 under c (N, D): the plain edit, or the preserving edit
-        (``ddim.edit_mask`` of the plain edit against the reconstruction, then the chain with its levels kept
-        outside the mask). (N, 3, H, W), unclamped."""
+        (``ddim.preserving_sample`` on the cached reconstruction's levels). (N, 3, H, W), unclamped."""
         from cff_lib import ddim
 
         n = 1 if c is None else c.shape[0]
         x_t0 = entry["x_t0"].expand(n, -1, -1, -1)
-        x = ddim.sample(self.model.unet, x_t0, c, t0, steps, spacing=self.spacing)
-        if preserve is None:
-            return x
-        keep = [lv.expand(n, -1, -1, -1) for lv in entry["levels"]]
-        mask = ddim.edit_mask(x, keep[-1], preserve)  # (N, 1, H, W)
-        return ddim.sample(self.model.unet, x_t0, c, t0, steps, spacing=self.spacing, keep=keep, mask=mask)
+        if preserve is None or c is None:
+            return ddim.sample(self.model.unet, x_t0, c, t0, steps, spacing=self.spacing)
+        return ddim.preserving_sample(self.model.unet, x_t0, c, t0, steps, entry["levels"], preserve,
+                                      spacing=self.spacing)
 
     @torch.no_grad()
     def edit(self, image: torch.Tensor, target: Target, t0: int, steps: int, *, reconstruction: bool = False,
