@@ -4,6 +4,7 @@ same run.
 Baseline: ``model.edit`` (invert the face to t0, then the conditioned reverse chain; ``steps`` each way).
 Measured beside it, on the same face and target, median of ``--repeats`` runs after one warm-up:
 
+- ``model.edit`` with the profile's ``ddim.preserve_threshold`` (the preserving edit: two more reverse chains);
 - ``Editor.edit`` on a face it has not seen (inversion + edit, as ``cff edit`` runs);
 - ``Editor.edit`` on a face already inverted (what a slider move in the web editor costs).
 
@@ -52,12 +53,18 @@ def main(argv=None) -> None:
     with torch.inference_mode():
         base = _median_s(lambda: editor.model.edit(face[None], conds, t0, steps, n_inv_steps=steps,
                                                    spacing=editor.spacing), args.repeats)
+        keep = editor.profile.ddim.preserve_threshold
+        kept = None if keep is None else _median_s(
+            lambda: editor.model.edit(face[None], conds, t0, steps, n_inv_steps=steps, spacing=editor.spacing,
+                                      preserve_threshold=keep), args.repeats)
         cold = _median_s(lambda: editor.edit(fresh_face(), target, t0, steps), args.repeats)
         editor.edit(face, target, t0, steps)
         warm = _median_s(lambda: editor.edit(face, target, t0, steps), args.repeats)
     print(f"profile {args.profile}, {size}x{size}, t0 {t0}, {steps} + {steps} steps, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")
     print(f"model.edit (baseline)          {base:7.3f} s   x1.00")
+    if kept is not None:
+        print(f"model.edit, preserving {keep:<7g} {kept:7.3f} s   x{kept / base:.2f}")
     print(f"Editor.edit, new face          {cold:7.3f} s   x{cold / base:.2f}")
     print(f"Editor.edit, face inverted     {warm:7.3f} s   x{warm / base:.2f}")
 
