@@ -47,7 +47,8 @@ from x_t0 with c = None (the reconstruction, every level kept) and with c (the p
 (B, 1, H, W) is where the two results differ by more than the threshold (``edit_mask``); then run the
 conditioned chain again, putting the reconstruction's level back outside m after every move,
 x_τ ← m x_τ + (1 − m) x_τ^rec. m = 0 gives the reconstruction, m = 1 the plain edit. The mask comes from the
-model's own two chains (no judge reads anything); it costs one more reverse chain per condition.
+model's own two chains (no judge reads anything); it costs the shared reconstruction chain plus one more
+reverse chain per condition.
 
 Gradients. ``sample``/``invert``/``generate``/``edit`` run under the caller's autograd mode: with
 parameters that require grad, gradients flow through every step ("full" mode, memory grows with the

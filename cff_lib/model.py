@@ -515,12 +515,18 @@ class ClipFaceFusion(nn.Module):
         ``preserve_threshold``: the preserving edit (``cff_lib.ddim``; None: the plain edit).
         Returns (B, 3, H, W) clamped to [-1, 1].
         """
+        cfg = ddim.EditConfig(t0=t0, n_inv_steps=n_inv_steps or steps, n_gen_steps=steps, spacing=spacing,
+                              preserve_threshold=preserve_threshold)
+        return self.edit_with(images, conditions, cfg)
+
+    @torch.no_grad()
+    def edit_with(self, images: Tensor, conditions: Mapping[str, Any] | None, cfg: ddim.EditConfig) -> Tensor:
+        """:meth:`edit` under an :class:`ddim.EditConfig`; ``ddim.EditConfig.from_profile(profile)`` is the edit
+        a profile describes (its edit start and preserving edit). Returns (B, 3, H, W) clamped to [-1, 1]."""
         was = self.training
         self.eval()
         try:
             c = None if conditions is None else self.condition({**conditions, "reference": images}).c
-            cfg = ddim.EditConfig(t0=t0, n_inv_steps=n_inv_steps or steps, n_gen_steps=steps, spacing=spacing,
-                                  preserve_threshold=preserve_threshold)
             out = ddim.edit_variants(self.unet, images.to(self.device), {"edit": c}, cfg)["edit"]
         finally:
             self.train(was)

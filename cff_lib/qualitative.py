@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from cff_lib import ddim
 from cff_lib.captions import caption_from_attributes, source_caption
 from cff_lib.emotions import emotion_index
 
@@ -139,9 +140,7 @@ def edit_series(model, profile, image: torch.Tensor, conditions: Sequence[Mappin
     batch = {k: [c.get(k) for c in conditions] for k in ("caption", "source_caption", "target_age",
                                                          "target_emotion", "intensity", "audio")}
     images = image[None].expand(len(conditions), -1, -1, -1).contiguous()
-    d = profile.ddim
-    return model.edit(images, batch, d.edit_start(), d.n_gen_steps, n_inv_steps=d.n_inv_steps, spacing=d.spacing,
-                      preserve_threshold=d.preserve_threshold)
+    return model.edit_with(images, batch, ddim.EditConfig.from_profile(profile))
 
 
 def age_progression(model, profile, image, gender: str | None, ages: Sequence[float] = AGE_STRIP) -> torch.Tensor:
@@ -207,9 +206,7 @@ def historical_reconstruction(model, profile, rows) -> dict[str, torch.Tensor]:
     from cff_lib.world import data_root
 
     images, conds = load_rows(profile, rows)
-    d = profile.ddim
-    edited = model.edit(images, conds, d.edit_start(), d.n_gen_steps, n_inv_steps=d.n_inv_steps,
-                        spacing=d.spacing, preserve_threshold=d.preserve_threshold)
+    edited = model.edit_with(images, conds, ddim.EditConfig.from_profile(profile))
     truth = torch.stack([torch.from_numpy(load_image(data_root(profile) / r.target_image, profile.data.image_size))
                          for r in rows])
     return {"source": images, "edited": edited, "ground truth": truth}
